@@ -1,0 +1,243 @@
+"""The paper's models: M1 (VAE), M2 (generative semi-supervised model), M1+M2, and a supervised baseline.
+
+Notation follows Kingma et al. (2014): x image, y class, z latent; q(.) encoders, p(.) decoders.
+Every bound is returned per example (a vector over the batch); the training loop averages.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MODELS = ("m1", "m2", "m1m2", "supervised")
+ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh}
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture; the defaults are the paper's (softplus MLPs, 50-d latents)."""
+
+    kind: str = "m2"  # one of MODELS
+    hidden: list[int] = field(default_factory=lambda: [500])  # M2 / supervised MLPs
+    z_dim: int = 50  # M2's z (z2 in M1+M2)
+    m1_hidden: list[int] = field(default_factory=lambda: [500, 500])
+    m1_z_dim: int = 50  # M1's z (z1 in M1+M2)
+    z1_active: int = 0  # M1+M2: number of active z1 units fed to M2 (set after M1 is trained)
+    activation: str = "softplus"
+    likelihood: str = "bernoulli"  # p(x|.) of the pixel models: "bernoulli" or "gaussian"
+
+
+def mlp(sizes: list[int], activation: str) -> nn.Sequential:
+    """Affine layers of `sizes`, with `activation` between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+def reparameterise(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """z = mu + sigma * eps, eps ~ N(0, I) (the reparameterisation trick, paper eq. 10)."""
+    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+
+
+def kl_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, I)) summed over dimensions (analytic, Kingma & Welling appendix B)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
+
+
+def log_bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """log Bern(x | sigmoid(logits)) summed over pixels."""
+    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+
+
+def log_gaussian(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(x | mu, diag exp(logvar)) summed over dimensions."""
+    return -0.5 * (LOG_2PI + logvar + (x - mu).pow(2) / logvar.exp()).sum(-1)
+
+
+class GaussianHead(nn.Module):
+    """An MLP whose output is split into a mean and a (clamped) log-variance."""
+
+    def __init__(self, sizes: list[int], activation: str):
+        super().__init__()
+        self.net = mlp(sizes[:-1] + [2 * sizes[-1]], activation)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.net(h).chunk(2, dim=-1)
+        return mu, logvar.clamp(-12.0, 8.0)
+
+
+class M1(nn.Module):
+    """M1, the latent-feature model: q(z|x) = N(mu(x), sigma^2(x)), p(z) = N(0, I), p(x|z) Bernoulli."""
+
+    def __init__(self, x_dim: int, cfg: ModelConfig):
+        super().__init__()
+        self.encoder = GaussianHead([x_dim, *cfg.m1_hidden, cfg.m1_z_dim], cfg.activation)
+        self.decoder = mlp([cfg.m1_z_dim, *reversed(cfg.m1_hidden), x_dim], cfg.activation)
+
+    def elbo(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)) (paper eq. 1), per example."""
+        mu, logvar = self.encoder(x)
+        log_px = log_bernoulli(x, self.decoder(reparameterise(mu, logvar)))
+        kl_z = kl_normal(mu, logvar)
+        return {"elbo": log_px - kl_z, "log_px": log_px, "kl_z": kl_z}
+
+    def loss(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
+        """-mean ELBO over every image, labelled or not (M1 ignores labels while it learns)."""
+        terms = self.elbo(torch.cat([x_l, x_u]))
+        out = {k: v.mean() for k, v in terms.items()}
+        out["loss"] = -out["elbo"]
+        return out
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent means E_q[z|x], the features the M1 classifier is trained on."""
+        return self.encoder(x)[0]
+
+    @torch.no_grad()
+    def decode_x(self, z: torch.Tensor) -> torch.Tensor:
+        """Pixel means of p(x|z)."""
+        return torch.sigmoid(self.decoder(z))
+
+
+class M2(nn.Module):
+    """M2: p(y) = Cat(1/K), p(z) = N(0, I), p(x|y,z); q(z|x,y) Gaussian, q(y|x) categorical (paper eq. 2-4)."""
+
+    def __init__(self, x_dim: int, num_classes: int, cfg: ModelConfig, likelihood: str | None = None):
+        super().__init__()
+        self.num_classes = num_classes
+        self.likelihood = likelihood or cfg.likelihood
+        self.classifier = mlp([x_dim, *cfg.hidden, num_classes], cfg.activation)
+        self.encoder = GaussianHead([x_dim + num_classes, *cfg.hidden, cfg.z_dim], cfg.activation)
+        out = x_dim if self.likelihood == "bernoulli" else 2 * x_dim
+        self.decoder = mlp([cfg.z_dim + num_classes, *reversed(cfg.hidden), out], cfg.activation)
+
+    def log_px(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """log p(x|y,z) under the configured likelihood."""
+        out = self.decoder(torch.cat([z, y], -1))
+        if self.likelihood == "bernoulli":
+            return log_bernoulli(x, out)
+        mu, logvar = out.chunk(2, dim=-1)
+        return log_gaussian(x, mu, logvar.clamp(-12.0, 8.0))
+
+    def elbo_labelled(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """L(x,y) = E_q(z|x,y)[log p(x|y,z)] + log p(y) - KL(q(z|x,y) || p(z)) (paper eq. 6), y one-hot."""
+        mu, logvar = self.encoder(torch.cat([x, y], -1))
+        log_px = self.log_px(x, reparameterise(mu, logvar), y)
+        kl_z = kl_normal(mu, logvar)
+        log_py = -math.log(self.num_classes)
+        return {"elbo": log_px + log_py - kl_z, "log_px": log_px, "kl_z": kl_z}
+
+    def elbo_unlabelled(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """U(x) = sum_y q(y|x) L(x,y) + H(q(y|x)) (paper eq. 7), the exact sum over all K classes in one pass."""
+        b, k = x.shape[0], self.num_classes
+        x_rep = x.repeat(k, 1)  # class-major: rows [c*b:(c+1)*b] carry class c
+        y_rep = F.one_hot(torch.arange(k, device=x.device).repeat_interleave(b), k).to(x.dtype)
+        terms = {n: t.view(k, b).t() for n, t in self.elbo_labelled(x_rep, y_rep).items()}  # each b×k
+        log_qy = F.log_softmax(self.classifier(x), -1)
+        qy = log_qy.exp()
+        entropy = -(qy * log_qy).sum(-1)
+        out = {n: (qy * t).sum(-1) for n, t in terms.items()}
+        out["elbo"] = out["elbo"] + entropy
+        out["entropy"] = entropy
+        return out
+
+    def loss(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
+        """J^alpha per example: -mean L(x,y) - mean U(x) + beta * mean[-log q(y|x)] (paper eq. 9)."""
+        y_onehot = F.one_hot(y_l, self.num_classes).to(x_l.dtype)
+        lab = self.elbo_labelled(x_l, y_onehot)
+        unl = self.elbo_unlabelled(x_u)
+        ce = F.cross_entropy(self.classifier(x_l), y_l)
+        loss = -lab["elbo"].mean() - unl["elbo"].mean() + beta * ce
+        n_l, n_u = len(x_l), len(x_u)
+        mix = lambda a, b: (a.sum() + b.sum()) / (n_l + n_u)  # noqa: E731 - mean over all images
+        return {"loss": loss, "elbo_labelled": lab["elbo"].mean(), "elbo_unlabelled": unl["elbo"].mean(),
+                "log_px": mix(lab["log_px"], unl["log_px"]), "kl_z": mix(lab["kl_z"], unl["kl_z"]),
+                "classification": ce, "entropy": unl["entropy"].mean()}
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of q(y|x)."""
+        return self.classifier(x)
+
+    def encode_z(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean of q(z|x,y), y one-hot: the 'style' of x."""
+        return self.encoder(torch.cat([x, y], -1))[0]
+
+    def decode_x(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean of p(x|y,z), y one-hot."""
+        out = self.decoder(torch.cat([z, y], -1))
+        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out.chunk(2, -1)[0]
+
+
+class M1M2(nn.Module):
+    """M1+M2: M2 with a Gaussian p(z1|y,z2) on M1's latent z1 (sampled in training, means at test)."""
+
+    def __init__(self, x_dim: int, num_classes: int, cfg: ModelConfig):
+        super().__init__()
+        self.num_classes, self.z1_dim = num_classes, cfg.m1_z_dim
+        self.m1 = M1(x_dim, cfg)
+        n_active = cfg.z1_active or cfg.m1_z_dim
+        self.register_buffer("active", torch.arange(n_active))  # which z1 units M2 sees
+        self.m2 = M2(n_active, num_classes, cfg, likelihood="gaussian")
+
+    def z1(self, x: torch.Tensor, sample: bool) -> torch.Tensor:
+        """z1 ~ q(z1|x) (sample=True, training) or its mean (evaluation), active units only."""
+        with torch.no_grad():
+            mu, logvar = self.m1.encoder(x)
+            z1 = reparameterise(mu, logvar) if sample else mu
+        return z1[:, self.active]
+
+    def loss(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
+        """M2's J^alpha on sampled z1 (M1 stays fixed)."""
+        return self.m2.loss(self.z1(x_l, True), y_l, self.z1(x_u, True), beta)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of q(y|z1) at z1 = E[z1|x]."""
+        return self.m2.classify(self.z1(x, False))
+
+    def encode_z(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean of q(z2|z1,y) at z1 = E[z1|x]."""
+        return self.m2.encode_z(self.z1(x, False), y)
+
+    def decode_x(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Pixels: mean of p(z1|y,z2), inactive units at the prior mean 0, through M1's decoder."""
+        z1 = torch.zeros(len(z), self.z1_dim, device=z.device, dtype=z.dtype)
+        z1[:, self.active] = self.m2.decode_x(z, y)
+        return self.m1.decode_x(z1)
+
+
+class Supervised(nn.Module):
+    """Baseline: the same q(y|x) MLP as M2, trained on the labelled images alone."""
+
+    def __init__(self, x_dim: int, num_classes: int, cfg: ModelConfig):
+        super().__init__()
+        self.classifier = mlp([x_dim, *cfg.hidden, num_classes], cfg.activation)
+
+    def loss(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
+        """Cross-entropy on the labelled batch; unlabelled images are ignored."""
+        ce = F.cross_entropy(self.classifier(x_l), y_l)
+        return {"loss": ce, "classification": ce}
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of q(y|x)."""
+        return self.classifier(x)
+
+
+def build_model(cfg: ModelConfig, x_dim: int, num_classes: int) -> nn.Module:
+    """The model named by cfg.kind, freshly initialised."""
+    if cfg.kind == "m1":
+        return M1(x_dim, cfg)
+    if cfg.kind == "m2":
+        return M2(x_dim, num_classes, cfg)
+    if cfg.kind == "m1m2":
+        return M1M2(x_dim, num_classes, cfg)
+    if cfg.kind == "supervised":
+        return Supervised(x_dim, num_classes, cfg)
+    raise ValueError(f"Unknown model {cfg.kind!r}; choose one of {', '.join(MODELS)}.")

@@ -1,0 +1,250 @@
+"""One training loop for every model: a small config, per-epoch history, stop between batches, best-on-validation."""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ssvae_core.data import Dataset, label_split
+from ssvae_core.errors import TrainingError
+from ssvae_core.models import M1, M1M2, ModelConfig, build_model
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; saved beside its weights."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: str = "mnist"
+    labels: int = 100  # label budget N, balanced over classes
+    seed: int = 0
+    epochs: int = 10  # M2 / supervised / M1 epochs (M1+M2: epochs of its M2 stage)
+    m1_epochs: int = 10  # M1+M2: epochs of the M1 stage (unless a trained M1 is given)
+    batch_size: int = 100  # unlabelled images per step
+    labelled_batch: int = 100  # labelled images per step (every batch sees labels)
+    lr: float = 3e-4
+    lr_final: float = 0.0  # >0: cosine decay from lr to lr_final over the run
+    alpha: float = 0.1  # J^alpha with alpha = 0.1 * N: beta = alpha * N_total / N_labelled per labelled example
+    binarize: bool = True  # dynamic binarisation for Bernoulli pixel models
+    active_threshold: float = 0.01  # M1+M2: z1 units whose mean varies less than this are pruned
+    classifier: str = "knn"  # M1: "knn" or "svm" on latent means
+    device: str = "auto"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Inverse of dataclasses.asdict, ignoring unknown keys."""
+        d = dict(d)
+        model = ModelConfig(**{k: v for k, v in d.pop("model", {}).items() if k in ModelConfig.__dataclass_fields__})
+        return cls(model=model, **{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda was asked for, but PyTorch sees no CUDA GPU here; use --device cpu or auto.")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch: int = 2000) -> torch.Tensor:
+    """argmax_y q(y|x) for every row of x, in batches."""
+    model.eval()
+    out = torch.cat([model.classify(x[i:i + batch]).argmax(-1) for i in range(0, len(x), batch)])
+    model.train()
+    return out
+
+
+@torch.no_grad()
+def m1_features(m1: M1, x: torch.Tensor, batch: int = 5000) -> torch.Tensor:
+    """Latent means of M1 for every row of x."""
+    return torch.cat([m1.features(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def fit_latent_classifier(kind: str, z: np.ndarray, y: np.ndarray):
+    """The M1 classifier on labelled latent means: 3-nearest-neighbours or an RBF SVM."""
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import SVC
+
+    if kind == "svm":
+        return SVC(C=10.0, gamma="scale").fit(z, y)
+    return KNeighborsClassifier(n_neighbors=min(3, len(y))).fit(z, y)
+
+
+def error_rate(pred: torch.Tensor | np.ndarray, y: torch.Tensor) -> float:
+    """Percentage of wrong predictions."""
+    pred = torch.as_tensor(pred, device=y.device)
+    return 100.0 * (pred != y).float().mean().item()
+
+
+def active_units(m1: M1, x: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Indices of z1 units whose posterior mean varies across the data by more than `threshold` (Burda et al.)."""
+    var = m1_features(m1, x).var(0)
+    idx = torch.nonzero(var > threshold).flatten()
+    return idx if len(idx) else torch.arange(len(var), device=var.device)
+
+
+class Trainer:
+    """Trains one run; iterate `epochs()` for per-epoch history; `stop()` ends it between batches."""
+
+    def __init__(self, cfg: TrainConfig, data: Dataset, m1_state: dict | None = None):
+        self.cfg = copy.deepcopy(cfg)
+        self.device = resolve_device(cfg.device)
+        self.data = data.to(self.device)
+        self.lab_idx, self.unl_idx = label_split(data.y_train, cfg.labels, data.num_classes, cfg.seed)
+        self.lab_idx, self.unl_idx = self.lab_idx.to(self.device), self.unl_idx.to(self.device)
+        self.m1_state = m1_state
+        self.history: list[dict] = []
+        self.best: dict = {"val_error": math.inf, "test_error": math.inf, "epoch": 0}
+        self.best_state: dict | None = None
+        self.model: nn.Module | None = None
+        self.latent_classifier = None  # M1 only
+        self._stop = threading.Event()
+        self.stopped = False
+
+    def stop(self) -> None:
+        """Ask the run to end after the current batch; the best state so far is kept."""
+        self._stop.set()
+
+    # ---- the loop -------------------------------------------------------------------------
+    def epochs(self, on_batch: Callable[[int, int], None] | None = None) -> Iterator[dict]:
+        """Run training, yielding one history record per epoch (M1+M2: M1 stage first)."""
+        torch.manual_seed(self.cfg.seed)
+        kind = self.cfg.model.kind
+        if kind == "m1m2":
+            m1 = M1(self.data.x_dim, self.cfg.model).to(self.device)
+            if self.m1_state is not None:
+                m1.load_state_dict(self.m1_state)
+            else:
+                yield from self._fit(m1, self.cfg.m1_epochs, "m1", on_batch, select=False)
+            if self._stop.is_set():
+                return
+            active = active_units(m1, self.data.x_train, self.cfg.active_threshold)
+            self.cfg.model.z1_active = len(active)
+            self.model = M1M2(self.data.x_dim, self.data.num_classes, self.cfg.model).to(self.device)
+            self.model.m1.load_state_dict(m1.state_dict())
+            self.model.active.copy_(active)
+            self.model.m1.requires_grad_(False)
+        else:
+            self.model = build_model(self.cfg.model, self.data.x_dim, self.data.num_classes).to(self.device)
+        yield from self._fit(self.model, self.cfg.epochs, kind, on_batch, select=True)
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+            if kind == "m1":
+                self._evaluate_m1(self.model)
+
+    def run(self, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+        """Train to the end (or until stopped); return the history."""
+        for rec in self.epochs():
+            if on_epoch:
+                on_epoch(rec)
+        return self.history
+
+    def _fit(self, model: nn.Module, n_epochs: int, stage: str, on_batch, select: bool) -> Iterator[dict]:
+        cfg, data = self.cfg, self.data
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+        # M1 learns from every training image; the others split labelled / unlabelled
+        pool = torch.arange(len(data.x_train), device=self.device) if stage == "m1" else self.unl_idx
+        steps = math.ceil(len(pool) / cfg.batch_size)
+        total_steps = max(1, steps * n_epochs)
+        beta = cfg.alpha * len(data.x_train) / cfg.labels
+        binarize = cfg.binarize and cfg.model.likelihood == "bernoulli" and stage != "supervised"
+        last_good = copy.deepcopy(model.state_dict())
+        for epoch in range(1, n_epochs + 1):
+            t0 = time.perf_counter()
+            sums: dict[str, float] = {}
+            perm = pool[torch.randperm(len(pool), device=self.device)]
+            done = 0
+            for step in range(steps):
+                if self._stop.is_set():
+                    break
+                if cfg.lr_final > 0:
+                    frac = ((epoch - 1) * steps + step) / total_steps
+                    for g in opt.param_groups:
+                        g["lr"] = cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * frac))
+                u = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                li = self.lab_idx[torch.randint(len(self.lab_idx), (cfg.labelled_batch,), device=self.device)]
+                x_u, x_l, y_l = data.x_train[u], data.x_train[li], data.y_train[li]
+                if stage == "m1":
+                    x_l, y_l = x_l[:0], y_l[:0]
+                if binarize:
+                    x_u, x_l = torch.bernoulli(x_u), torch.bernoulli(x_l)
+                terms = model.loss(x_l, y_l, x_u, beta)
+                if not torch.isfinite(terms["loss"]):
+                    model.load_state_dict(last_good)
+                    raise TrainingError(f"The loss became {terms['loss'].item()} at epoch {epoch}, batch {step + 1} "
+                                        f"({stage}); the state of the last finished epoch was kept. "
+                                        f"Try a lower learning rate (--lr).")
+                opt.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                opt.step()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v.detach()
+                done += 1
+                if on_batch:
+                    on_batch(step + 1, steps)
+            if done == 0:
+                break
+            last_good = copy.deepcopy(model.state_dict())
+            rec = {k: float(v) / done for k, v in sums.items()}
+            seconds = time.perf_counter() - t0
+            rec.update(stage=stage, epoch=epoch, seconds=seconds, images_per_s=done * cfg.batch_size / seconds,
+                       lr=opt.param_groups[0]["lr"], complete=done == steps)
+            if select:
+                rec.update(self._evaluate(model, stage))
+                if rec["val_error"] < self.best["val_error"]:
+                    self.best = {"val_error": rec["val_error"], "test_error": rec["test_error"], "epoch": epoch}
+                    self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self.history.append(rec)
+            yield rec
+            if done < steps:
+                self.stopped = True
+                break
+
+    def _evaluate(self, model: nn.Module, stage: str) -> dict:
+        if stage == "m1":
+            return self._evaluate_m1(model)
+        d = self.data
+        return {"val_error": error_rate(predict(model, d.x_val), d.y_val),
+                "test_error": error_rate(predict(model, d.x_test), d.y_test)}
+
+    def _evaluate_m1(self, m1: M1) -> dict:
+        d = self.data
+        z_l = m1_features(m1, d.x_train[self.lab_idx]).cpu().numpy()
+        self.latent_classifier = fit_latent_classifier(self.cfg.classifier, z_l, d.y_train[self.lab_idx].cpu().numpy())
+        errs = {}
+        for split, x, y in (("val", d.x_val, d.y_val), ("test", d.x_test, d.y_test)):
+            errs[f"{split}_error"] = error_rate(self.latent_classifier.predict(m1_features(m1, x).cpu().numpy()), y)
+        return errs
+
+
+def evaluate(model: nn.Module, cfg: TrainConfig, data: Dataset) -> dict:
+    """Validation and test error of a trained model, the test confusion matrix and test predictions."""
+    device = next(model.parameters()).device
+    data = data.to(device)
+    if cfg.model.kind == "m1":
+        lab, _ = label_split(data.y_train.cpu(), cfg.labels, data.num_classes, cfg.seed)
+        z_l = m1_features(model, data.x_train[lab.to(device)]).cpu().numpy()
+        clf = fit_latent_classifier(cfg.classifier, z_l, data.y_train[lab.to(device)].cpu().numpy())
+        pred_val = torch.as_tensor(clf.predict(m1_features(model, data.x_val).cpu().numpy()))
+        pred_test = torch.as_tensor(clf.predict(m1_features(model, data.x_test).cpu().numpy()))
+    else:
+        pred_val, pred_test = predict(model, data.x_val).cpu(), predict(model, data.x_test).cpu()
+    y_test = data.y_test.cpu()
+    k = data.num_classes
+    confusion = torch.bincount(y_test * k + pred_test, minlength=k * k).view(k, k)  # rows: true, cols: predicted
+    return {"val_error": error_rate(pred_val, data.y_val.cpu()), "test_error": error_rate(pred_test, y_test),
+            "confusion": confusion.tolist(), "test_pred": pred_test}
