@@ -1,5 +1,108 @@
-"""Table 1 reproduction (placeholder, filled in by the reproduction work)."""
+"""Table 1 of the paper: train a chosen subset (model × N × seeds), resume finished runs, print ours beside theirs.
+
+python -m ssvae_core reproduce --models m2,m1m2 --labels 100 --seeds 0,1,2 --out runs/table1
+M1+M2 runs share one M1 (unsupervised, label-free), trained once into OUT/m1 and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from ssvae_core.data import load_dataset
+
+PAPER = {  # Kingma et al. 2014, Table 1: MNIST test error (%) with N labels
+    "m2": {100: 11.97, 600: 4.94, 1000: 3.60, 3000: 3.92},
+    "m1m2": {100: 3.33, 600: 2.59, 1000: 2.40, 3000: 2.18},
+    "m1": {100: 11.82, 600: 5.72, 1000: 4.24, 3000: 3.49},  # M1+TSVM
+}
+LABEL = {"m1": "M1", "m2": "M2", "m1m2": "M1+M2", "supervised": "supervised"}
+
+
+def _done(run_dir: Path) -> dict | None:
+    """run.json of a finished (not interrupted) run, else None."""
+    from ssvae_core.checkpoints import read_meta
+    from ssvae_core.errors import CheckpointError
+
+    try:
+        meta = read_meta(run_dir)
+    except CheckpointError:
+        return None
+    return None if meta.get("stopped") else meta
+
+
+def table(rows: list[dict]) -> str:
+    """The results table: ours (mean ± std over seeds) beside the paper's."""
+    lines = [f"{'model':<11}{'N':>6}{'ours test error %':>22}{'seeds':>7}{'paper':>8}{'epochs':>8}"
+             f"{'best ep':>9}{'wall s':>9}  device"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["labels"]), []).append(r)
+    for (model, n), rs in sorted(groups.items()):
+        errs = [r["test_error"] for r in rs]
+        sd = statistics.stdev(errs) if len(errs) > 1 else 0.0
+        paper = PAPER.get(model, {}).get(n)
+        lines.append(f"{LABEL[model]:<11}{n:>6}{statistics.mean(errs):>14.2f} ± {sd:<5.2f}{len(rs):>7}"
+                     f"{paper if paper is not None else '-':>8}{rs[0]['epochs']:>8}"
+                     f"{statistics.mean(r['best_epoch'] for r in rs):>9.1f}"
+                     f"{statistics.mean(r['seconds'] for r in rs):>9.0f}  {rs[0]['device']}")
+    return "\n".join(lines)
+
+
+def cmd_reproduce(a: argparse.Namespace) -> int:
+    from ssvae_core.cli import config_from_args, run_training
+
+    out = Path(a.out)
+    models = a.models.split(",")
+    labels = [int(n) for n in a.labels.split(",")]
+    seeds = [int(s) for s in a.seeds.split(",")]
+    data = load_dataset(a.dataset, a.data_dir, download=not a.no_download)
+    m1_dir = Path(a.m1_run) if a.m1_run else out / "m1"
+    if "m1m2" in models and not a.m1_run and _done(m1_dir) is None:
+        print(f"== M1 (shared by every M1+M2 run) -> {m1_dir}")
+        m1_cfg = config_from_args(a, "m1", labels[0], 0, a.dataset)
+        m1_cfg.epochs = a.m1_epochs
+        run_training(m1_cfg, data, m1_dir)
+    rows = []
+    for model in models:
+        for n in labels:
+            for seed in seeds:
+                run_dir = out / f"{model}-n{n}-s{seed}"
+                meta = _done(run_dir)
+                if meta is None:
+                    print(f"== {LABEL[model]} N={n} seed={seed} -> {run_dir}")
+                    t0 = time.time()
+                    cfg = config_from_args(a, model, n, seed, a.dataset)
+                    meta = run_training(cfg, data, run_dir, m1_run=str(m1_dir) if model == "m1m2" else None,
+                                        half=a.half)
+                    print(f"   done in {time.time() - t0:.0f}s: test error {meta['best']['test_error']:.2f}%")
+                else:
+                    print(f"== {LABEL[model]} N={n} seed={seed}: finished earlier, reusing {run_dir}")
+                m1_seconds = 0.0
+                if model == "m1m2":
+                    m1_meta = _done(Path(meta.get("m1_run", m1_dir)))
+                    m1_seconds = m1_meta["train_seconds"] if m1_meta else 0.0
+                rows.append({"model": model, "labels": n, "seed": seed, "test_error": meta["best"]["test_error"],
+                             "best_epoch": meta["best"]["epoch"], "epochs": meta["epochs"],
+                             "seconds": meta["train_seconds"] + m1_seconds, "device": meta["device"]})
+    print()
+    print(f"{a.dataset} test error (%), model chosen on validation; wall s includes the shared M1 for M1+M2"
+          + ("" if a.dataset == "mnist" else "; the paper column is MNIST's"))
+    print(table(rows))
+    return 0
 
 
 def add_parser(sub) -> None:
     """Register `reproduce` on the CLI."""
+    from ssvae_core.cli import add_train_args
+
+    p = sub.add_parser("reproduce", help="train model × N × seeds on MNIST and print Table 1 (resumes)")
+    p.add_argument("--models", default="m2,m1m2", help="comma-separated, e.g. m2,m1m2")
+    p.add_argument("--labels", default="100", help="comma-separated label budgets, e.g. 100,600,1000,3000")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (label draws)")
+    p.add_argument("--dataset", default="mnist", help="mnist (the paper's Table 1) or another for a quick check")
+    p.add_argument("--out", default="runs/table1", help="folder for the runs (finished runs are reused)")
+    add_train_args(p)
+    p.set_defaults(func=cmd_reproduce)

@@ -1,0 +1,139 @@
+"""Checkpoints: round trip, atomic files, and clean refusals of truncated, foreign, mismatched or malicious files."""
+
+import json
+import os
+import pickle
+
+import pytest
+import torch
+
+from ssvae_core.checkpoints import (
+    META,
+    WEIGHTS,
+    _sha256,
+    delete_run,
+    list_runs,
+    load_run,
+    save_trainer,
+)
+from ssvae_core.errors import CheckpointError
+from ssvae_core.models import ModelConfig
+from ssvae_core.train import TrainConfig, Trainer, predict
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    cfg = TrainConfig(model=ModelConfig(kind="m2", hidden=[32], z_dim=4), dataset="digits", labels=50, epochs=2,
+                      device="cpu", lr=3e-3)
+    trainer = Trainer(cfg, digits)
+    list(trainer.epochs())
+    return trainer
+
+
+@pytest.fixture
+def run_dir(tmp_path, trained):
+    return save_trainer(trained, tmp_path / "checkpoints" / "run1")
+
+
+def test_round_trip_gives_same_predictions_and_metadata(run_dir, trained, digits):
+    run = load_run(run_dir)
+    assert torch.equal(predict(run.model, digits.x_test), predict(trained.model, digits.x_test))
+    assert run.cfg == trained.cfg
+    assert run.meta["best"] == trained.best and len(run.meta["history"]) == 2
+    assert run.meta["labelled_indices"] == trained.lab_idx.tolist()
+    assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".*"))  # no temp files left behind
+
+
+def test_half_precision_is_smaller_and_close(tmp_path, trained, digits):
+    full = save_trainer(trained, tmp_path / "full")
+    half = save_trainer(trained, tmp_path / "half", half=True)
+    assert (half / WEIGHTS).stat().st_size < 0.6 * (full / WEIGHTS).stat().st_size
+    a, b = load_run(full).model, load_run(half).model
+    agree = (predict(a, digits.x_test) == predict(b, digits.x_test)).float().mean()
+    assert agree > 0.97 and next(b.parameters()).dtype == torch.float32
+
+
+def test_truncated_weights_are_rejected(run_dir):
+    data = (run_dir / WEIGHTS).read_bytes()
+    (run_dir / WEIGHTS).write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=WEIGHTS):
+        load_run(run_dir)
+
+
+def _rehash(run_dir):
+    """Make run.json vouch for whatever model.pt now holds, so the loader's own checks are exercised."""
+    meta = json.loads((run_dir / META).read_text())
+    meta["weights"]["sha256"] = _sha256(run_dir / WEIGHTS)
+    (run_dir / META).write_text(json.dumps(meta))
+
+
+def test_truncated_weights_rejected_even_with_matching_hash(run_dir):
+    data = (run_dir / WEIGHTS).read_bytes()
+    (run_dir / WEIGHTS).write_bytes(data[:1000])
+    _rehash(run_dir)
+    with pytest.raises(CheckpointError, match="not a loadable weights file"):
+        load_run(run_dir)
+
+
+def test_wrong_architecture_is_rejected(run_dir):
+    meta = json.loads((run_dir / META).read_text())
+    meta["config"]["model"]["z_dim"] = 7
+    (run_dir / META).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="do not fit the architecture"):
+        load_run(run_dir)
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED_BY_PICKLE",))
+
+
+def test_code_running_pickle_is_refused(run_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with open(run_dir / WEIGHTS, "wb") as f:
+        pickle.dump({"encoder.net.0.weight": RunsCode()}, f)
+    _rehash(run_dir)
+    with pytest.raises(CheckpointError, match="not a loadable weights file"):
+        load_run(run_dir)
+    assert not (tmp_path / "PWNED_BY_PICKLE").exists()
+
+
+def test_foreign_files_are_rejected(tmp_path, run_dir):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="not found"):
+        load_run(tmp_path / "empty")
+    (run_dir / META).write_text("{not json")
+    with pytest.raises(CheckpointError, match="not JSON"):
+        load_run(run_dir)
+    (run_dir / META).write_text(json.dumps({"format": "other"}))
+    with pytest.raises(CheckpointError, match="not an ssvae run"):
+        load_run(run_dir)
+
+
+def test_list_runs_shows_good_and_broken(tmp_path, trained):
+    root = tmp_path / "checkpoints"
+    save_trainer(trained, root / "good")
+    bad = save_trainer(trained, root / "bad")
+    (bad / META).write_text("garbage")
+    rows = {r["name"]: r for r in list_runs(root)}
+    assert rows["good"]["ok"] and rows["good"]["model"] == "m2" and rows["good"]["labels"] == 50
+    assert not rows["bad"]["ok"] and "not JSON" in rows["bad"]["error"]
+
+
+def test_delete_only_inside_root(tmp_path, run_dir):
+    root = run_dir.parent
+    with pytest.raises(CheckpointError):
+        delete_run(tmp_path, root)
+    delete_run(run_dir, root)
+    assert not run_dir.exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_run_loads_on_cpu_and_back(tmp_path, digits):
+    cfg = TrainConfig(model=ModelConfig(kind="m2", hidden=[32], z_dim=4), dataset="digits", labels=50, epochs=1,
+                      device="cuda")
+    trainer = Trainer(cfg, digits)
+    list(trainer.epochs())
+    run = load_run(save_trainer(trainer, tmp_path / "gpu"), device="cpu")
+    assert next(run.model.parameters()).device.type == "cpu"
+    assert next(load_run(tmp_path / "gpu", device="cuda").model.parameters()).is_cuda

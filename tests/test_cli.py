@@ -1,0 +1,65 @@
+"""The CLI as a user runs it: train writes a run, eval reproduces its test error, list shows it."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def cli(*args, timeout=600):
+    r = subprocess.run([sys.executable, "-m", "ssvae_core", *args], capture_output=True, text=True,
+                       timeout=timeout, cwd=ROOT)
+    return r
+
+
+def recorded_and_reproduced(out: str):
+    m = re.search(r"test error ([\d.]+)%\s+\(recorded at training: ([\d.]+)%\)", out)
+    assert m, out
+    return float(m.group(1)), float(m.group(2))
+
+
+def test_help_lists_every_flag():
+    r = cli("train", "--help")
+    assert r.returncode == 0
+    for flag in ("--model", "--dataset", "--labels", "--epochs", "--seed", "--device", "--out", "--data-dir"):
+        assert flag in r.stdout
+
+
+def test_train_eval_list_on_digits(tmp_path):
+    out = tmp_path / "checkpoints" / "m2-digits"
+    r = cli("train", "--model", "m2", "--dataset", "digits", "--labels", "50", "--epochs", "3", "--lr", "3e-3",
+            "--hidden", "64", "--z-dim", "8", "--device", "cpu", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "[m2] epoch   3" in r.stdout and f"Saved {out}" in r.stdout
+    assert (out / "model.pt").is_file() and (out / "run.json").is_file()
+    r = cli("eval", str(out), "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    test, recorded = recorded_and_reproduced(r.stdout)
+    assert test == pytest.approx(recorded, abs=0.01)
+    assert "confusion matrix" in r.stdout
+    r = cli("list", "--root", str(tmp_path / "checkpoints"))
+    assert "m2 digits N=50" in r.stdout
+
+
+def test_bad_label_budget_and_broken_run_give_messages(tmp_path):
+    r = cli("train", "--dataset", "digits", "--labels", "15", "--epochs", "1")
+    assert r.returncode == 2 and "multiple of 10" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "run.json").write_text("{}")
+    r = cli("eval", str(tmp_path))
+    assert r.returncode == 2 and "not an ssvae run" in r.stderr
+
+
+@pytest.mark.slow
+def test_real_mnist_m2_run_and_eval_agree(mnist_root, tmp_path):
+    """A real CLI run on MNIST with 100 labels (M2, 1 epoch, CPU) saves, and eval reproduces its test error."""
+    out = tmp_path / "m2-mnist"
+    r = cli("train", "--model", "m2", "--labels", "100", "--epochs", "1", "--device", "cpu",
+            "--data-dir", str(mnist_root), "--out", str(out), timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"validation error [\d.]+%\s+test error [\d.]+%", r.stdout)
+    r = cli("eval", str(out), "--data-dir", str(mnist_root), "--device", "cpu")
+    test, recorded = recorded_and_reproduced(r.stdout)
+    assert test == pytest.approx(recorded, abs=0.01) and test < 50.0

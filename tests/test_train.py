@@ -1,0 +1,89 @@
+"""The training loop on the embedded digits set: history, stop, NaN handling, model selection."""
+
+import math
+
+import pytest
+import torch
+
+from ssvae_core.errors import TrainingError
+from ssvae_core.models import ModelConfig
+from ssvae_core.train import TrainConfig, Trainer, evaluate
+
+
+def small_cfg(kind: str, epochs: int = 3, **kw) -> TrainConfig:
+    model = ModelConfig(kind=kind, hidden=[64], z_dim=8, m1_hidden=[64], m1_z_dim=8)
+    return TrainConfig(model=model, dataset="digits", labels=50, epochs=epochs, m1_epochs=10, lr=3e-3,
+                       device="cpu", **kw)
+
+
+@pytest.mark.parametrize("kind", ["supervised", "m1", "m2", "m1m2"])
+def test_every_model_trains_and_beats_chance(digits, kind):
+    epochs = 12 if kind == "m1m2" else 4  # M2 on M1's features starts slower on 8x8 digits
+    trainer = Trainer(small_cfg(kind, epochs=epochs), digits)
+    history = list(trainer.epochs())
+    main = [h for h in history if h["stage"] == kind]
+    assert len(main) == epochs and all(math.isfinite(h["loss"]) for h in history)
+    assert trainer.best["val_error"] == min(h["val_error"] for h in main)
+    assert trainer.best["val_error"] < (75.0 if kind == "m1m2" else 60.0)  # chance is 90%
+    if kind == "m1m2":
+        assert [h["stage"] for h in history[:10]] == ["m1"] * 10
+        assert 1 <= trainer.model.active.numel() <= 8
+    if kind in ("m2", "m1m2"):
+        for key in ("elbo_labelled", "elbo_unlabelled", "kl_z", "log_px", "classification"):
+            assert key in main[-1]
+    # the returned model is the best one on validation, and evaluate() agrees with the record
+    res = evaluate(trainer.model, trainer.cfg, digits)
+    assert res["val_error"] == pytest.approx(trainer.best["val_error"], abs=1e-4)
+    assert res["test_error"] == pytest.approx(trainer.best["test_error"], abs=1e-4)
+
+
+def test_unlabelled_elbo_improves(digits):
+    history = list(Trainer(small_cfg("m2", epochs=6), digits).epochs())
+    assert history[-1]["elbo_unlabelled"] > history[0]["elbo_unlabelled"] + 1.0
+
+
+def test_stop_between_batches_keeps_best(digits):
+    trainer = Trainer(small_cfg("m2", epochs=50), digits)
+    seen = []
+
+    def on_batch(step, steps):
+        seen.append(step)
+        if len(trainer.history) == 2 and step == 3:
+            trainer.stop()
+
+    history = list(trainer.epochs(on_batch=on_batch))
+    assert len(history) == 3 and not history[-1]["complete"] and trainer.stopped
+    assert trainer.best_state is not None and trainer.best["epoch"] <= 3
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_state(digits, monkeypatch):
+    trainer = Trainer(small_cfg("supervised", epochs=3), digits)
+    it = trainer.epochs()
+    next(it)
+    good = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    original = trainer.model.loss
+    calls = {"n": 0}
+
+    def poisoned(*a, **kw):
+        calls["n"] += 1
+        out = original(*a, **kw)
+        if calls["n"] == 3:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(trainer.model, "loss", poisoned)
+    with pytest.raises(TrainingError, match="NaN|nan"):
+        next(it)
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, good[k])
+
+
+def test_seed_makes_runs_repeatable(digits):
+    a = [h["loss"] for h in Trainer(small_cfg("m2", epochs=2), digits).epochs()]
+    b = [h["loss"] for h in Trainer(small_cfg("m2", epochs=2), digits).epochs()]
+    assert a == b
+
+
+def test_config_round_trips_through_dict():
+    cfg = small_cfg("m1m2", lr_final=1e-4)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
