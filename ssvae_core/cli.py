@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from ssvae_core.data import DATASETS, default_data_root, load_dataset
@@ -89,6 +91,12 @@ def run_training(cfg, data, out: Path, m1_run: str | None = None, half: bool = F
             bar.reset(total=steps)
         bar.update(step - bar.n)
 
+    def on_term(signum, frame) -> None:  # `kill PID` on a server: stop between batches and save
+        print("Terminated: stopping after this batch and saving the best model so far.", file=sys.stderr)
+        trainer.stop()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
     try:
         for rec in trainer.epochs(on_batch=on_batch):
             errs = f" val {rec['val_error']:.2f}% test {rec['test_error']:.2f}%" if "val_error" in rec else ""

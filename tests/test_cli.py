@@ -63,3 +63,22 @@ def test_real_mnist_m2_run_and_eval_agree(mnist_root, tmp_path):
     r = cli("eval", str(out), "--data-dir", str(mnist_root), "--device", "cpu")
     test, recorded = recorded_and_reproduced(r.stdout)
     assert test == pytest.approx(recorded, abs=0.01) and test < 50.0
+
+
+def test_sigterm_stops_between_batches_and_saves_best(tmp_path):
+    import json
+    import signal
+
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "ssvae_core", "train", "--model", "supervised", "--dataset",
+                          "digits", "--labels", "50", "--epochs", "100000", "--hidden", "16", "--device", "cpu",
+                          "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    for line in p.stdout:  # wait for the first finished epoch
+        if "epoch" in line:
+            break
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 0, stderr
+    assert "Terminated" in stderr and f"Saved {out}" in stdout
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["stopped"] is True and meta["best"]["epoch"] >= 1
