@@ -161,10 +161,19 @@ def save_trainer(trainer, run_dir: str | Path, half: bool = False, extra: dict |
         raise CheckpointError("Nothing to save: the run finished no epoch.")
     trainer.model.load_state_dict(trainer.best_state)
     d = trainer.data
+    best = dict(trainer.best)
+    if half:  # record the errors of the weights actually stored, not of their float32 originals
+        from ssvae_core.train import evaluate
+
+        trainer.model.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                                       for k, v in trainer.best_state.items()})
+        res = evaluate(trainer.model, trainer.cfg, d)
+        best.update(val_error=res["val_error"], test_error=res["test_error"],
+                    float32_val_error=trainer.best["val_error"], float32_test_error=trainer.best["test_error"])
     main = [h for h in trainer.history if h["stage"] != "m1" or trainer.cfg.model.kind == "m1"]
     info = {
         "data": {"name": d.name, "x_dim": d.x_dim, "num_classes": d.num_classes, "image_shape": list(d.image_shape)},
-        "history": trainer.history, "best": trainer.best, "epochs": len(main),
+        "history": trainer.history, "best": best, "epochs": len(main),
         "train_seconds": sum(h["seconds"] for h in trainer.history), "device": str(trainer.device),
         "stopped": trainer.stopped, "labelled_indices": trainer.lab_idx.cpu().tolist(), **(extra or {}),
     }
@@ -180,3 +189,23 @@ def m1_state_from_run(run_dir: str | Path) -> tuple[dict, dict]:
     m1 = run.model if kind == "m1" else run.model.m1
     fields = {k: getattr(run.cfg.model, k) for k in ("m1_hidden", "m1_z_dim", "activation")}
     return m1.state_dict(), {**fields, "dataset": run.cfg.dataset, "path": str(run_dir)}
+
+
+def export_run(src: str | Path, dst: str | Path, data, half: bool = True) -> dict:
+    """Copy a run to `dst` (float16 weights if `half`), re-evaluating the stored weights on `data`."""
+    from ssvae_core.train import evaluate
+
+    run = load_run(src)
+    if half:
+        run.model.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                                   for k, v in run.model.state_dict().items()})
+    res = evaluate(run.model, run.cfg, data)
+    info = {k: v for k, v in run.meta.items() if k not in ("format", "version", "created", "torch", "config",
+                                                           "weights")}
+    best = dict(info.get("best", {}))
+    best.setdefault("float32_val_error", best.get("val_error"))
+    best.setdefault("float32_test_error", best.get("test_error"))
+    best.update(val_error=res["val_error"], test_error=res["test_error"])
+    info.update(best=best, exported_from=str(src))
+    save_run(dst, run.model, run.cfg, info, half=half)
+    return read_meta(dst)

@@ -156,6 +156,16 @@ def cmd_list(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    from ssvae_core.checkpoints import export_run, read_meta
+
+    data = load_dataset(read_meta(a.run_dir)["config"]["dataset"], a.data_dir, download=not a.no_download)
+    meta = export_run(a.run_dir, a.dest, data, half=not a.float32)
+    print(f"Exported {a.run_dir} -> {a.dest} ({'float32' if a.float32 else 'float16'} weights): "
+          f"validation error {meta['best']['val_error']:.2f}%  test error {meta['best']['test_error']:.2f}%")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ssvae_core",
                                      description="Semi-supervised VAEs (Kingma et al. 2014).")
@@ -174,6 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir")
     _add_data_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="copy a run (e.g. into checkpoints/pretrained/) with float16 weights")
+    p.add_argument("run_dir")
+    p.add_argument("dest")
+    p.add_argument("--float32", action="store_true", help="keep float32 weights")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("list", help="list saved runs")
     p.add_argument("--root", default="checkpoints")

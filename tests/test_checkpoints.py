@@ -51,6 +51,12 @@ def test_half_precision_is_smaller_and_close(tmp_path, trained, digits):
     a, b = load_run(full).model, load_run(half).model
     agree = (predict(a, digits.x_test) == predict(b, digits.x_test)).float().mean()
     assert agree > 0.97 and next(b.parameters()).dtype == torch.float32
+    # the recorded error is that of the stored float16 weights
+    from ssvae_core.train import evaluate
+
+    meta = load_run(half).meta
+    assert meta["best"]["test_error"] == evaluate(b, trained.cfg, digits)["test_error"]
+    assert meta["best"]["float32_test_error"] == trained.best["test_error"]
 
 
 def test_truncated_weights_are_rejected(run_dir):

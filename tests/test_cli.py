@@ -82,3 +82,14 @@ def test_sigterm_stops_between_batches_and_saves_best(tmp_path):
     assert "Terminated" in stderr and f"Saved {out}" in stdout
     meta = json.loads((out / "run.json").read_text())
     assert meta["stopped"] is True and meta["best"]["epoch"] >= 1
+
+
+def test_export_half_then_eval_reproduces(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "pretrained" / "m2"
+    assert cli("train", "--model", "m2", "--dataset", "digits", "--labels", "50", "--epochs", "2", "--hidden", "32",
+               "--z-dim", "4", "--device", "cpu", "--out", str(src)).returncode == 0
+    r = cli("export", str(src), str(dst))
+    assert r.returncode == 0, r.stderr
+    assert (dst / "model.pt").stat().st_size < 0.6 * (src / "model.pt").stat().st_size
+    test, recorded = recorded_and_reproduced(cli("eval", str(dst), "--device", "cpu").stdout)
+    assert test == pytest.approx(recorded, abs=0.01)
