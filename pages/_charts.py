@@ -1,0 +1,115 @@
+"""Plotly figures shared by the pages: training curves, q(y|x) bars, confusion matrix, error vs N."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+# (history key, panel title); the bounds are logged with the paper's sign (higher is better)
+TERMS = [
+    ("loss", "Loss J<sup>α</sup> (per batch)"),
+    ("elbo_labelled", "Labelled bound −L(x,y)"),
+    ("elbo_unlabelled", "Unlabelled bound −U(x)"),
+    ("log_px", "Reconstruction log p(x|·)"),
+    ("kl_z", "KL(q(z|·) ‖ p(z))"),
+    ("classification", "Classification −log q(y|x)"),
+    ("entropy", "Entropy H(q(y|x))"),
+]
+STAGE_COLOURS = {"m1": "#9ca3af", "m2": "#4f46e5", "m1m2": "#4f46e5", "supervised": "#0891b2"}
+MODEL_COLOURS = {"m2": "#4f46e5", "m1m2": "#db2777", "m1": "#059669", "supervised": "#0891b2", "m1tsvm": "#d97706"}
+
+
+def history_figure(history: list[dict], height: int = 430) -> go.Figure:
+    """Small multiples: every bound term per epoch, and validation/test error, for each training stage."""
+    present = [(k, t) for k, t in TERMS if any(k in h for h in history)]
+    has_err = any("val_error" in h for h in history)
+    panels = present + ([("error", "Error rate (%)")] if has_err else [])
+    cols = 4
+    rows = max(1, -(-len(panels) // cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[t for _, t in panels] or [""],
+                        horizontal_spacing=0.06, vertical_spacing=0.2 if rows > 1 else 0.1)
+    stages = list(dict.fromkeys(h["stage"] for h in history))
+    for i, (key, _) in enumerate(panels):
+        r, c = divmod(i, cols)
+        for stage in stages:
+            recs = [h for h in history if h["stage"] == stage]
+            name = "M1 stage" if stage == "m1" and len(stages) > 1 else "training"
+            if key == "error":
+                for split, dash, colour in (("val_error", "solid", "#4f46e5"), ("test_error", "dot", "#db2777")):
+                    pts = [(h["epoch"], h[split]) for h in recs if split in h]
+                    if pts:
+                        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
+                                                 name=split.replace("_error", "").replace("val", "validation"),
+                                                 line={"dash": dash, "color": colour}, marker={"size": 5},
+                                                 legendgroup=split, showlegend=True), row=r + 1, col=c + 1)
+                continue
+            pts = [(h["epoch"], h[key]) for h in recs if key in h]
+            if not pts:
+                continue
+            fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
+                                     name=name, legendgroup=stage, showlegend=False,
+                                     line={"color": STAGE_COLOURS.get(stage, "#4f46e5")}, marker={"size": 5},
+                                     hovertemplate="epoch %{x}: %{y:.3f}<extra>" + name + "</extra>"),
+                          row=r + 1, col=c + 1)
+    fig.update_annotations(font_size=12)
+    last = max((h["epoch"] for h in history), default=1)
+    fig.update_xaxes(title_text=None, tickmode="linear", tick0=0, dtick=max(1, -(-last // 5)),
+                     range=[0.5, max(last, 2) + 0.5])
+    fig.update_layout(height=height if rows > 1 else height // 2 + 40, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      legend={"orientation": "h", "y": -0.08, "x": 0.75}, hovermode="closest")
+    return fig
+
+
+def qy_bar(p: np.ndarray, names: list[str], height: int = 110) -> go.Figure:
+    """Bar chart of one input's class probabilities q(y|x), the argmax highlighted."""
+    top = int(np.argmax(p))
+    colours = ["#4f46e5" if i == top else "#c7cbe8" for i in range(len(p))]
+    fig = go.Figure(go.Bar(x=names, y=p, marker_color=colours, hovertemplate="q(y=%{x}|x) = %{y:.3f}<extra></extra>"))
+    fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 2, "b": 20}, bargap=0.15,
+                      yaxis={"range": [0, 1], "showticklabels": False, "gridcolor": "#eef0f6", "tickvals": [0.5, 1]},
+                      xaxis={"type": "category", "tickfont": {"size": 10}, "tickangle": 0})
+    return fig
+
+
+def confusion_figure(confusion: list[list[int]], names: list[str]) -> go.Figure:
+    """Heatmap of the test confusion matrix (rows: true class, columns: predicted), off-diagonal emphasised."""
+    m = np.asarray(confusion, dtype=float)
+    shown = m.copy()
+    np.fill_diagonal(shown, np.nan)  # colour the mistakes; the diagonal is written as text
+    text = [[f"{int(v)}" for v in row] for row in m]
+    fig = go.Figure(go.Heatmap(z=shown, x=names, y=names, text=text, texttemplate="%{text}", colorscale="Reds",
+                               showscale=False, hovertemplate="true %{y} → predicted %{x}: %{text}<extra></extra>"))
+    fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      xaxis={"title": "predicted", "type": "category", "side": "top"},
+                      yaxis={"title": "true", "type": "category", "autorange": "reversed"})
+    return fig
+
+
+def error_vs_n_figure(runs: list[dict], paper: dict[str, dict[int, float]] | None,
+                      names: dict[str, str]) -> go.Figure:
+    """Test error against the label budget N (log x): saved runs as points, the paper's numbers as dashed lines."""
+    fig = go.Figure()
+    if paper:
+        for model, pts in paper.items():
+            ns = sorted(pts)
+            fig.add_trace(go.Scatter(x=ns, y=[pts[n] for n in ns], mode="lines+markers", name=f"paper {model}",
+                                     line={"dash": "dash", "color": MODEL_COLOURS.get(_key(model), "#6b7280")},
+                                     marker={"symbol": "circle-open", "size": 8}, opacity=0.75))
+    for kind in dict.fromkeys(r["model"] for r in runs):
+        mine = [r for r in runs if r["model"] == kind]
+        fig.add_trace(go.Scatter(x=[r["labels"] for r in mine], y=[r["test_error"] for r in mine], mode="markers",
+                                 name=f"yours: {names.get(kind, kind)}", text=[r["name"] for r in mine],
+                                 marker={"size": 11, "color": MODEL_COLOURS.get(kind, "#111827"),
+                                         "line": {"width": 1, "color": "white"}},
+                                 hovertemplate="N=%{x}: %{y:.2f}%<br>%{text}<extra></extra>"))
+    fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      xaxis={"type": "log", "title": "labelled examples N", "tickvals": [100, 300, 600, 1000, 3000]},
+                      yaxis={"title": "test error (%)", "rangemode": "tozero"},
+                      legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def _key(paper_name: str) -> str:
+    """Colour key of a paper model name ('M1+M2' → 'm1m2')."""
+    return {"M2": "m2", "M1+M2": "m1m2", "M1+TSVM": "m1tsvm"}.get(paper_name, paper_name.lower())

@@ -1,0 +1,199 @@
+"""Shared Streamlit helpers for the pages: checkpoint root, cached models and datasets, run picker, crisp images."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from ssvae_core import generate, jobs
+from ssvae_core.checkpoints import Run, list_runs, load_run
+from ssvae_core.data import Dataset, default_data_root, load_dataset
+from ssvae_core.errors import CheckpointError, DataError
+
+MODEL_NAMES = {"m1": "M1", "m2": "M2", "m1m2": "M1+M2", "supervised": "Supervised"}
+DATASET_NAMES = {"mnist": "MNIST", "digits": "Digits (8×8)", "svhn": "SVHN", "norb": "small NORB"}
+SHORT_DATASET = {"mnist": "MNIST", "digits": "Digits", "svhn": "SVHN", "norb": "NORB"}
+GENERATIVE = ("m2", "m1m2")
+ACTIVE_RUN = "active_run"  # session key: path of the model the generative pages use
+
+
+def checkpoint_root() -> Path:
+    """Folder holding saved runs: $SSVAE_CHECKPOINTS, default ./checkpoints."""
+    return Path(os.environ.get("SSVAE_CHECKPOINTS", "checkpoints"))
+
+
+def data_root() -> Path:
+    """Folder holding datasets ($SSVAE_DATA_DIR, ./data or ../shared/data)."""
+    return default_data_root()
+
+
+def owner() -> str:
+    """A stable id for this browser session (training jobs are keyed by it)."""
+    if "owner" not in st.session_state:
+        st.session_state["owner"] = uuid.uuid4().hex
+    return st.session_state["owner"]
+
+
+def through_app() -> None:
+    """Rerun through app.py when Streamlit ran this page on its own.
+
+    On a fresh server, a first visit straight to e.g. /analogies makes Streamlit treat pages/ as an old-style
+    page folder and run the page without app.py (no navigation, no wide layout) until app.py has called
+    st.navigation once. Switching that mode off and rerunning sends the request through app.py.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory and not st.session_state.get("_through_app"):
+        st.session_state["_through_app"] = True  # once per session (AppTest resets the mode before every run)
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def header(title: str, caption: str) -> None:
+    """Page title with a one-line explanation under it (after making sure app.py is running the page)."""
+    through_app()
+    st.title(title)
+    st.caption(caption)
+
+
+# ---- runs ------------------------------------------------------------------------------------
+
+def all_runs() -> list[dict]:
+    """Every run folder under the checkpoint root (newest first), broken ones included."""
+    return list_runs(checkpoint_root())
+
+
+def is_pretrained(row: dict) -> bool:
+    """Whether a run ships with the app (lives under checkpoints/pretrained/)."""
+    return "pretrained" in Path(row["path"]).parts
+
+
+def generative_runs() -> list[dict]:
+    """Good M2 and M1+M2 runs, shipped (pretrained) ones first, then newest first."""
+    rows = [r for r in all_runs() if r["ok"] and r.get("model") in GENERATIVE]
+    return sorted(rows, key=lambda r: (not is_pretrained(r), -r["mtime"]))
+
+
+def run_label(row: dict) -> str:
+    """Short human name of a run, e.g. 'M2 · MNIST · N=100 · seed 0 · 4.94% test error'."""
+    if not row.get("ok"):
+        return f"{row['name']} (broken)"
+    err = row.get("test_error")
+    err_txt = f" · {err:.2f}% test error" if isinstance(err, int | float) else ""
+    tag = "★ " if is_pretrained(row) else ""
+    return (f"{tag}{MODEL_NAMES.get(row['model'], row['model'])} · {DATASET_NAMES.get(row['dataset'], row['dataset'])}"
+            f" · N={row['labels']} · seed {row['seed']}{err_txt} — {row['name']}")
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading model…")
+def _load(path: str, mtime: float) -> Run | str:
+    """The run at `path` (cache key includes its mtime) with image_shape attached, or the error message."""
+    try:
+        run = load_run(path, device="cpu")
+    except CheckpointError as exc:
+        return str(exc)
+    run.model.image_shape = tuple(run.meta["data"]["image_shape"])
+    return run
+
+
+def load(row: dict) -> Run | None:
+    """The loaded run for a list_runs row, or None after showing why it cannot be loaded."""
+    run = _load(row["path"], row["mtime"])
+    if isinstance(run, str):
+        st.error(f"This checkpoint is broken and cannot be loaded: {run}")
+        return None
+    return run
+
+
+def active_row() -> dict | None:
+    """The run the generative pages use: the session's choice if still there, else the default."""
+    rows = generative_runs()
+    if not rows:
+        return None
+    chosen = st.session_state.get(ACTIVE_RUN)
+    for r in rows:
+        if r["path"] == chosen:
+            return r
+    return rows[0]
+
+
+def pick_run(key: str) -> Run | None:
+    """Model picker (shared across pages); the loaded run, or None after showing the 'train one' state."""
+    rows = generative_runs()
+    if not rows:
+        no_model_state()
+        return None
+    current = active_row()
+    paths = [r["path"] for r in rows]
+    labels = {r["path"]: run_label(r) for r in rows}
+
+    def remember() -> None:
+        """Make the picked run the session's model for every page."""
+        st.session_state[ACTIVE_RUN] = st.session_state[key]
+
+    if st.session_state.get(key) not in paths:
+        st.session_state[key] = current["path"]
+    path = st.selectbox("Model", paths, format_func=labels.get, key=key, on_change=remember,
+                        help="Saved M2 and M1+M2 runs; ★ marks the models shipped with the app.")
+    st.session_state[ACTIVE_RUN] = path
+    return load(next(r for r in rows if r["path"] == path))
+
+
+def no_model_state() -> None:
+    """The 'no model yet' notice with a link to the Train page."""
+    with st.container(border=True):
+        st.markdown("#### No model yet: train one")
+        st.write("This page needs a trained M2 or M1+M2 model. Train one on the **Train** page — the offline "
+                 "*digits* dataset takes under a minute — or put a run folder under "
+                 f"`{checkpoint_root()}/`.")
+        st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+@st.cache_resource(max_entries=2, show_spinner="Loading dataset…")
+def _dataset(name: str, root: str) -> Dataset | str:
+    """The dataset `name` from `root` (CPU tensors), or the error message."""
+    try:
+        return load_dataset(name, root, download=False)
+    except DataError as exc:
+        return str(exc)
+
+
+def dataset(name: str) -> Dataset | None:
+    """The dataset if its files are on this machine, else None (no download is attempted)."""
+    root = data_root()
+    if jobs.dataset_problem(name, root):
+        return None
+    data = _dataset(name, str(root.resolve()))
+    return data if isinstance(data, Dataset) else None
+
+
+def class_names(dataset_name: str, k: int) -> list[str]:
+    """Display names of the classes (digits, or NORB's categories)."""
+    return generate.CLASS_NAMES.get(dataset_name, [str(i) for i in range(k)])[:k]
+
+
+# ---- images ----------------------------------------------------------------------------------
+
+def show_image(img: np.ndarray, width: int, caption: str | None = None) -> bytes:
+    """Show a [0, 1] image about `width` pixels wide, upscaled by nearest neighbour; returns its PNG bytes."""
+    scale = max(1, round(width / img.shape[1]))
+    png = generate.to_png_bytes(img, scale)
+    st.image(png, caption=caption, width=img.shape[1] * scale, output_format="PNG")
+    return png
+
+
+def style() -> None:
+    """App-wide CSS: crisp (pixelated) image scaling, tighter top padding."""
+    st.markdown(
+        """<style>
+        [data-testid="stImage"] img, [data-testid="stFullScreenFrame"] img { image-rendering: pixelated; }
+        .block-container { padding-top: 2.2rem; }
+        </style>""",
+        unsafe_allow_html=True,
+    )

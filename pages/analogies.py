@@ -1,0 +1,167 @@
+"""Analogies: infer the style z of an input (test image, upload, drawing, model sample); write every class in it."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from pages import _charts, _ui
+from ssvae_core import generate
+
+SOURCES = {"test": "Test images", "upload": "Upload", "draw": "Draw", "samples": "Model samples"}
+MAX_INPUTS = 10
+
+
+def shuffle() -> None:
+    """New random draw of test images / model samples."""
+    st.session_state["an_seed"] = int(np.random.default_rng().integers(1 << 30))
+
+
+def from_test(data, names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Test images chosen at random, by class, or by index; (rows, captions)."""
+    mode = st.radio("Pick", ["Random", "By class", "By index"], horizontal=True, key="an_mode",
+                    persist_state="session", label_visibility="collapsed")
+    n_test = len(data.y_test)
+    rng = np.random.default_rng(st.session_state.get("an_seed", 0))
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    if mode == "By index":
+        text = c1.text_input(f"Test image indices (0–{n_test - 1}, comma-separated)", value="0, 1, 2, 3, 4",
+                             key="an_idx", persist_state="session")
+        try:
+            idx = [int(t) for t in text.replace(" ", "").split(",") if t]
+        except ValueError:
+            st.error("Indices must be whole numbers separated by commas, e.g. 0, 7, 42.")
+            return np.zeros((0, 1), np.float32), []
+        bad = [i for i in idx if not 0 <= i < n_test]
+        if bad:
+            st.error(f"No test image {bad[0]}: indices run from 0 to {n_test - 1}.")
+            return np.zeros((0, 1), np.float32), []
+        idx = idx[:MAX_INPUTS]
+    else:
+        n = c1.slider("Number of inputs", 1, MAX_INPUTS, 5, key="an_n", persist_state="session")
+        c2.button("Shuffle", icon=":material/shuffle:", on_click=shuffle, width="stretch")
+        pool = np.arange(n_test)
+        if mode == "By class":
+            cls = st.segmented_control("Class", list(range(len(names))), format_func=lambda i: names[i],
+                                       key="an_cls", default=0, required=True, persist_state="session")
+            pool = np.flatnonzero(data.y_test.numpy() == cls)
+        idx = rng.choice(pool, size=min(n, len(pool)), replace=False).tolist()
+    x = data.x_test[idx].numpy()
+    return x, [f"test #{i} · label {names[int(data.y_test[i])]}" for i in idx]
+
+
+def from_upload(shape) -> tuple[np.ndarray, list[str]]:
+    """Uploaded image files, each checked and turned into model input; bad ones get an error, not a crash."""
+    files = st.file_uploader("Images of digits (PNG, JPEG, BMP, GIF…) — dark on light or light on dark",
+                             accept_multiple_files=True, key="an_files")
+    rows, captions = [], []
+    for f in (files or [])[:MAX_INPUTS]:
+        try:
+            rows.append(generate.preprocess_upload(f.getvalue(), shape))
+            captions.append(f.name)
+        except ValueError as exc:
+            st.error(f"**{f.name}**: {exc}", icon=":material/broken_image:")
+    if not files:
+        st.caption("Images are converted like MNIST: grey, white ink on black, cropped to the ink, fitted in a "
+                   "20×20 box and centred by mass in 28×28.")
+    return (np.stack(rows) if rows else np.zeros((0, 1), np.float32)), captions
+
+
+def from_canvas(shape) -> tuple[np.ndarray, list[str]]:
+    """A digit drawn with the mouse on a canvas."""
+    try:
+        from streamlit_drawable_canvas import st_canvas
+    except Exception as exc:  # the component is optional
+        st.warning(f"The drawing canvas is not available here ({type(exc).__name__}); upload an image instead.")
+        return np.zeros((0, 1), np.float32), []
+    c1, c2 = st.columns([2, 3])
+    with c1:
+        stroke = st.slider("Pen width", 8, 40, 22, key="an_pen", persist_state="session")
+        result = st_canvas(stroke_width=stroke, stroke_color="#ffffff", background_color="#000000",
+                           height=280, width=280, drawing_mode="freedraw", key="an_canvas", display_toolbar=True)
+    with c2:
+        st.caption("Draw one digit, large and centred, then release the mouse. Use the bin icon under the "
+                   "canvas to clear it.")
+    data = None if result is None else result.image_data
+    if data is None or np.asarray(data)[..., 3].max() == 0:
+        return np.zeros((0, 1), np.float32), []
+    try:
+        return generate.preprocess_canvas(np.asarray(data), shape)[None], ["your drawing"]
+    except ValueError as exc:
+        st.info(str(exc))
+        return np.zeros((0, 1), np.float32), []
+
+
+def from_model(model, names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Inputs sampled from the model itself (for when no dataset is on this machine)."""
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    n = c1.slider("Number of inputs", 1, MAX_INPUTS, 5, key="an_ns", persist_state="session")
+    c2.button("Shuffle", icon=":material/shuffle:", on_click=shuffle, width="stretch", key="an_shuffle_s")
+    x, y = generate.sample_inputs(model, n, seed=st.session_state.get("an_seed", 0))
+    return x, [f"sample of class {names[int(c)]}" for c in y]
+
+
+def show_grid(model, x: np.ndarray, captions: list[str], names: list[str]) -> None:
+    """Row per input: the input, its style written as every class (K columns), and q(y|x) as bars."""
+    shape = generate.model_image_shape(model)
+    h = shape[1]
+    grid = generate.analogy_grid(model, x)
+    probs = generate.qy(model, x)
+    inputs = generate.to_images(x, shape)
+    k = model.num_classes
+    st.session_state["an_grid_shape"] = (len(x), (grid.shape[1] + 1) // (shape[2] + 1))
+    st.caption(f"Analogy grid: {len(x)} input{'s' if len(x) != 1 else ''} × {k} classes. Each row infers the "
+               "style z from the input (with y = argmax q(y|x)) and decodes it with every class y.")
+    spec = [0.8, 0.8 * k, 3.2]
+    scale = max(1, round(56 / shape[2]))  # about 56-pixel tiles, integer nearest-neighbour upscaling
+    head = st.columns(spec, vertical_alignment="bottom")
+    head[0].markdown("**input**")
+    cell = (shape[2] + 1) * scale  # one tile plus its gap, in screen pixels
+    labels = "".join(f"<div style='width:{cell}px;text-align:center;font-weight:600'>{n}</div>" for n in names)
+    head[1].markdown(f"<div style='display:flex'>{labels}</div>", unsafe_allow_html=True)
+    head[2].markdown("**q(y | x)**")
+    for i in range(len(x)):
+        row = grid[i * (h + 1): i * (h + 1) + h]
+        c = st.columns(spec, vertical_alignment="center")
+        with c[0]:
+            _ui.show_image(inputs[i], width=scale * shape[2])
+        with c[1]:
+            _ui.show_image(row, width=scale * row.shape[1])
+        with c[2]:
+            top = int(probs[i].argmax())
+            st.caption(f"{captions[i] if i < len(captions) else ''} → **{names[top]}** ({probs[i, top]:.0%})")
+            st.plotly_chart(_charts.qy_bar(probs[i], names, height=96), key=f"an_qy_{i}",
+                            config={"displayModeBar": False})
+    full = generate.analogy_grid(model, x, with_inputs=True)
+    st.download_button("Download the grid (PNG)", lambda: generate.to_png_bytes(full, 8), file_name="analogies.png",
+                       mime="image/png", icon=":material/download:")
+
+
+_ui.header("Analogies", "Take the style of one image — slant, thickness, size — and write every digit in it. "
+                        "M2 infers y with q(y|x), then the style z with q(z|x,y), and decodes z with each class.")
+run = _ui.pick_run("an_run")
+if run is not None:
+    model = run.model
+    shape = generate.model_image_shape(model)
+    names = _ui.class_names(run.cfg.dataset, model.num_classes)
+    data = _ui.dataset(run.cfg.dataset)
+    options = list(SOURCES) if data is not None else ["upload", "draw", "samples"]
+    if data is None:
+        st.caption(f"The {_ui.DATASET_NAMES.get(run.cfg.dataset)} test set is not on this machine, so inputs come "
+                   "from uploads, drawings or the model's own samples.")
+    if st.session_state.get("an_src") not in options:
+        st.session_state["an_src"] = options[0]
+    src = st.segmented_control("Inputs", options, format_func=SOURCES.get, key="an_src", required=True)
+    with st.container(border=True):
+        if src == "test":
+            x, captions = from_test(data, names)
+        elif src == "upload":
+            x, captions = from_upload(shape)
+        elif src == "draw":
+            x, captions = from_canvas(shape)
+        else:
+            x, captions = from_model(model, names)
+    if len(x):
+        show_grid(model, x, captions, names)
+    elif src in ("upload", "draw"):
+        st.info("Add an image above to see its analogies.", icon=":material/draw:")

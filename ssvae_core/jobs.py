@@ -1,0 +1,295 @@
+"""Background training runs for the app: one Trainer per daemon thread, keyed by owner, with a limit; no Streamlit.
+
+A job loads its data in its thread, trains, and saves the best checkpoint (chosen on validation)
+when it finishes or is stopped. Progress is read through `Job.snapshot()`, which copies under a lock.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssvae_core.data import MNIST_FILES, Dataset, load_dataset
+from ssvae_core.errors import CheckpointError, DataError, TrainingError
+from ssvae_core.train import TrainConfig, Trainer
+
+RUNNING, STOPPING, STOPPED, DONE, FAILED = "running", "stopping", "stopped", "done", "failed"
+ACTIVE = (RUNNING, STOPPING)
+
+
+class JobLimitError(RuntimeError):
+    """No new training run can start now (the machine's limit, or this session already has one)."""
+
+
+def max_jobs() -> int:
+    """Concurrent training runs allowed in this process: $SSVAE_MAX_JOBS, default 1."""
+    try:
+        return max(1, int(os.environ.get("SSVAE_MAX_JOBS", "1")))
+    except ValueError:
+        return 1
+
+
+@dataclass
+class Job:
+    """One background training run and its thread-safe progress."""
+
+    cfg: TrainConfig
+    data_root: str | None
+    run_dir: Path
+    owner: str
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    status: str = RUNNING
+    phase: str = "loading data"
+    stage: str = ""
+    epoch: int = 0
+    epochs_total: int = 0
+    step: int = 0
+    steps: int = 0
+    history: list[dict] = field(default_factory=list)
+    error: str = ""
+    message: str = ""
+    saved: bool = False
+    sample: np.ndarray | None = None
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    trainer: Trainer | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+
+    def stop(self) -> None:
+        """Ask the run to end after the current batch; the best checkpoint so far is saved."""
+        with self._lock:
+            self._stop.set()
+            if self.status == RUNNING:
+                self.status = STOPPING
+            trainer = self.trainer
+        if trainer is not None:
+            trainer.stop()
+
+    @property
+    def active(self) -> bool:
+        """Whether the run is still going (running or stopping)."""
+        with self._lock:
+            return self.status in ACTIVE
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread to end."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def progress(self) -> float:
+        """Fraction of all planned batches done, in [0, 1]."""
+        with self._lock:
+            return self._progress()
+
+    def _progress(self) -> float:
+        """progress() without taking the lock (the caller holds it)."""
+        if self.status in (DONE,):
+            return 1.0
+        if not self.epochs_total or not self.steps:
+            return 0.0
+        done = len(self.history) + self.step / self.steps
+        return float(min(1.0, done / self.epochs_total))
+
+    def snapshot(self) -> dict:
+        """A consistent copy of the progress: status, phase, epoch, step/steps, history, error, sample…"""
+        with self._lock:
+            return {
+                "id": self.id, "owner": self.owner, "status": self.status, "phase": self.phase, "stage": self.stage,
+                "epoch": self.epoch, "epochs_total": self.epochs_total, "step": self.step, "steps": self.steps,
+                "progress": self._progress(), "history": copy.deepcopy(self.history), "error": self.error,
+                "message": self.message, "saved": self.saved, "run_dir": str(self.run_dir),
+                "sample": None if self.sample is None else self.sample.copy(),
+                "elapsed": (self.finished or time.time()) - self.started, "cfg": self.cfg.to_dict(),
+            }
+
+    # ---- the thread -------------------------------------------------------------------------
+    def _set(self, **kw) -> None:
+        """Set fields under the lock."""
+        with self._lock:
+            for k, v in kw.items():
+                setattr(self, k, v)
+
+    def _on_batch(self, step: int, steps: int) -> None:
+        """Trainer callback: record batch `step` of `steps`."""
+        with self._lock:
+            self.step, self.steps = step, steps
+
+    def _run(self, data: Dataset | None) -> None:
+        """Thread body: load data, train epoch by epoch, save the best model, record the outcome."""
+        trainer = None
+        try:
+            if data is None:
+                data = load_dataset(self.cfg.dataset, self.data_root, download=False)
+            if self._stop.is_set():
+                self._finish(None, STOPPED, "Stopped before training began; nothing was saved.")
+                return
+            self._set(phase="preparing")
+            trainer = Trainer(self.cfg, data)
+            kind = self.cfg.model.kind
+            total = self.cfg.epochs + (self.cfg.m1_epochs if kind == "m1m2" else 0)
+            self._set(trainer=trainer, epochs_total=total, phase="training")
+            if self._stop.is_set():
+                trainer.stop()
+            for rec in trainer.epochs(on_batch=self._on_batch):
+                sample = _sample_grid(trainer, data)
+                with self._lock:
+                    self.history.append(dict(rec))
+                    self.epoch, self.stage, self.step = rec["epoch"], rec["stage"], 0
+                    if sample is not None:
+                        self.sample = sample
+            stopped = self._stop.is_set() or trainer.stopped
+            self._finish(trainer, STOPPED if stopped else DONE, "")
+        except (DataError, TrainingError) as exc:
+            self._finish(trainer, FAILED, str(exc))
+        except Exception as exc:  # keep the thread from dying silently
+            traceback.print_exc()
+            self._finish(trainer, FAILED, f"Unexpected error: {type(exc).__name__}: {exc}")
+
+    def _finish(self, trainer: Trainer | None, status: str, error: str) -> None:
+        """Save the best checkpoint if there is one, then publish the final status."""
+        saved, message = False, ""
+        if trainer is not None and trainer.best_state is not None:
+            try:
+                from ssvae_core.checkpoints import save_trainer
+
+                save_trainer(trainer, self.run_dir)
+                saved = True
+                b = trainer.best
+                message = (f"Saved the best epoch ({b['epoch']}: validation error {b['val_error']:.2f}%, "
+                           f"test error {b['test_error']:.2f}%) to {self.run_dir}.")
+            except (CheckpointError, OSError) as exc:
+                error = (error + " " if error else "") + f"Saving failed: {exc}"
+                status = FAILED
+        elif status != FAILED:
+            message = "Stopped before the first epoch finished; nothing was saved."
+        with self._lock:
+            self.status, self.saved, self.finished = status, saved, time.time()
+            self.phase = status
+            self.error = error
+            self.message = message or self.message
+            self.trainer = None  # free the data and optimiser state
+
+
+@torch.no_grad()
+def _sample_grid(trainer: Trainer, data: Dataset, rows: int = 4) -> np.ndarray | None:
+    """A grid of samples from the current model (rows styles × K classes; M1: a plain grid), or None."""
+    from ssvae_core import generate
+
+    model = trainer.model
+    if model is None or not hasattr(model, "decode_x"):
+        return None
+    shape = tuple(data.image_shape)
+    g = torch.Generator().manual_seed(0)
+    was_training = model.training
+    try:
+        model.eval()
+        dev = next(model.parameters()).device
+        if hasattr(model, "num_classes"):
+            zs = torch.randn(rows, generate.z_dim(model), generator=g)
+            return generate.class_grid(model, zs.numpy(), shape)
+        z = torch.randn(rows * 10, model.decoder[0].in_features, generator=g).to(dev)
+        return generate.tile(generate.to_images(model.decode_x(z), shape), rows, 10)
+    finally:
+        model.train(was_training)
+
+
+# ---- the process-wide registry ----------------------------------------------------------------
+_LOCK = threading.Lock()
+_JOBS: dict[str, Job] = {}  # owner -> latest job
+
+
+def start_job(cfg: TrainConfig, data_root: str | Path | None, run_dir: str | Path, owner: str,
+              data: Dataset | None = None) -> Job:
+    """Start training `cfg` in a daemon thread for `owner`; JobLimitError if the owner or the machine is busy."""
+    with _LOCK:
+        mine = _JOBS.get(owner)
+        if mine is not None and mine.active:
+            raise JobLimitError("You already have a training run going in this session; stop it or wait for it "
+                                "to finish before starting another.")
+        running = [j for j in _JOBS.values() if j.active]
+        limit = max_jobs()
+        if len(running) >= limit:
+            raise JobLimitError(f"The machine is already running {len(running)} training "
+                                f"run{'s' if len(running) != 1 else ''} (the maximum is {limit}). "
+                                f"Wait for it to finish, or raise SSVAE_MAX_JOBS.")
+        job = Job(cfg=copy.deepcopy(cfg), data_root=None if data_root is None else str(data_root),
+                  run_dir=Path(run_dir), owner=owner)
+        job._thread = threading.Thread(target=job._run, args=(data,), name=f"ssvae-train-{job.id}", daemon=True)
+        _JOBS[owner] = job
+    job._thread.start()
+    return job
+
+
+def get_job(owner: str) -> Job | None:
+    """The latest job of `owner` (running or finished), if any."""
+    with _LOCK:
+        return _JOBS.get(owner)
+
+
+def active_jobs() -> list[Job]:
+    """Every job still running, whoever owns it."""
+    with _LOCK:
+        return [j for j in _JOBS.values() if j.active]
+
+
+def forget_job(owner: str) -> None:
+    """Drop a finished job of `owner` from the registry (a running one is kept)."""
+    with _LOCK:
+        job = _JOBS.get(owner)
+        if job is not None and not job.active:
+            del _JOBS[owner]
+
+
+def new_run_dir(root: str | Path, cfg: TrainConfig) -> Path:
+    """A fresh run folder name under `root`: MODEL-DATASET-nN-sSEED-YYYYmmdd-HHMMSS (suffixed if taken)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{cfg.model.kind}-{cfg.dataset}-n{cfg.labels}-s{cfg.seed}-{stamp}")
+    path, i = Path(root) / base, 1
+    while path.exists():
+        i += 1
+        path = Path(root) / f"{base}-{i}"
+    return path
+
+
+def dataset_problem(name: str, root: str | Path) -> str | None:
+    """None when `name`'s files look present under `root` (or it needs none); else a message saying where they go."""
+    root = Path(root)
+    if name == "digits":
+        return None
+    if name == "mnist":
+        folder = root / "MNIST" / "raw"
+        missing = [f for f in MNIST_FILES if not (folder / f).is_file() and not (folder / f"{f}.gz").is_file()]
+        if missing:
+            return (f"MNIST is not on this machine: put the four IDX files ({', '.join(MNIST_FILES)}; .gz also "
+                    f"works) in {folder.resolve()}/ (or set SSVAE_DATA_DIR to a folder holding MNIST/raw/).")
+        return None
+    if name == "svhn":
+        folder = root / "SVHN"
+        missing = [f for f in ("train_32x32.mat", "test_32x32.mat") if not (folder / f).is_file()]
+        if missing:
+            return (f"SVHN is not on this machine: download {' and '.join(missing)} from "
+                    f"http://ufldl.stanford.edu/housenumbers/ into {folder.resolve()}/.")
+        return None
+    if name == "norb":
+        from ssvae_core.formats import NORB_PREFIXES, _find_file
+
+        folder = root / "NORB"
+        names = [f"{NORB_PREFIXES[s]}-{k}.mat" for s in ("train", "test") for k in ("dat", "cat")]
+        missing = [n for n in names if _find_file(folder, n) is None]
+        if missing:
+            return (f"small NORB is not on this machine: download {', '.join(missing)} (.gz is fine) from "
+                    f"https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/ into {folder.resolve()}/.")
+        return None
+    return f"Unknown dataset {name!r}."

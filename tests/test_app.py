@@ -1,0 +1,182 @@
+"""Streamlit AppTest checks: every page renders (with and without checkpoints), Train starts and stops a run,
+sliders change the image, analogies have K columns, bad uploads show an error."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+from streamlit.testing.v1 import AppTest
+
+from ssvae_core import jobs
+from ssvae_core.checkpoints import save_trainer
+from ssvae_core.data import load_dataset
+from ssvae_core.models import ModelConfig
+from ssvae_core.train import TrainConfig, Trainer
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PAGES = ["pages/home.py", "pages/train.py", "pages/style.py", "pages/analogies.py", "pages/results.py"]
+
+
+def tiny_run(root: Path, z_dim: int = 2, name: str = "m2-digits") -> Path:
+    """Train a digits M2 for one epoch and save it under `root`."""
+    cfg = TrainConfig(model=ModelConfig(kind="m2", hidden=[32], z_dim=z_dim), dataset="digits", labels=100,
+                      epochs=1, batch_size=300, lr=1e-3, device="cpu")
+    trainer = Trainer(cfg, load_dataset("digits"))
+    list(trainer.epochs())
+    return save_trainer(trainer, root / name)
+
+
+@pytest.fixture(scope="module")
+def ckpt_root(tmp_path_factory) -> Path:
+    """A checkpoint folder with one tiny 2-D-z digits run, one 12-D one, and one broken folder."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    tiny_run(root, 12, "m2-digits-z12")
+    tiny_run(root, 2, "m2-digits-z2")
+    broken = root / "broken-run"
+    broken.mkdir()
+    (broken / "run.json").write_text("{not json")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def no_jobs_left() -> Iterator[None]:
+    """Stop any background run a test leaves behind."""
+    yield
+    for job in jobs.active_jobs():
+        job.stop()
+        job.join(60)
+
+
+def app(monkeypatch, root: Path) -> AppTest:
+    """The app with its checkpoint root at `root`, run once."""
+    monkeypatch.setenv("SSVAE_CHECKPOINTS", str(root))
+    at = AppTest.from_file(APP, default_timeout=60)
+    return at.run()
+
+
+def assert_clean(at: AppTest, page: str) -> None:
+    """No exception on the page."""
+    assert not at.exception, f"{page}: {[e.value for e in at.exception]}"
+
+
+def test_pages_render_without_checkpoints(monkeypatch, tmp_path):
+    at = app(monkeypatch, tmp_path / "empty")
+    assert any("No model yet" in m.value for m in at.markdown)
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert_clean(at, page)
+    at.switch_page("pages/style.py").run()
+    assert any("No model yet: train one" in m.value for m in at.markdown)
+    at.switch_page("pages/analogies.py").run()
+    assert any("No model yet: train one" in m.value for m in at.markdown)
+    at.switch_page("pages/results.py").run()
+    assert any("No saved runs" in i.value for i in at.info)
+
+
+def test_pages_render_with_runs(monkeypatch, ckpt_root):
+    at = app(monkeypatch, ckpt_root)
+    assert [m.label for m in at.metric][:4] == ["Model", "Dataset", "Labels N", "Test error"]
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert_clean(at, page)
+    at.switch_page("pages/results.py").run()
+    table = at.dataframe[0].value
+    assert len(table) == 3 and (table["status"] == "⚠ broken").sum() == 1
+    assert "Saved runs" in [h.value for h in at.subheader]
+
+
+def test_style_slider_changes_image(monkeypatch, ckpt_root):
+    at = app(monkeypatch, ckpt_root)
+    at.switch_page("pages/style.py").run()
+    at.selectbox(key="sx_run").set_value(str(ckpt_root / "m2-digits-z12")).run()
+    assert_clean(at, "style")
+    assert len(at.slider) == 10  # first 10 of 12 dimensions
+    before = at.image[0].value[0]
+    at.slider(key="sx_z0").set_value(2.5).run()
+    after = at.image[0].value[0]
+    assert before != after
+    at.toggle(key="sx_all").set_value(True).run()
+    assert len(at.slider) == 12
+    at.button[0].click().run()  # "Random z"
+    assert_clean(at, "style")
+
+
+def test_latent_map_for_2d_z(monkeypatch, ckpt_root):
+    at = app(monkeypatch, ckpt_root)
+    at.switch_page("pages/style.py").run()
+    at.selectbox(key="sx_run").set_value(str(ckpt_root / "m2-digits-z2")).run()
+    assert_clean(at, "style")
+    assert any(c.value.startswith("Latent map") for c in at.caption)
+    assert len(at.get("plotly_chart")) == 1  # the clickable map
+
+
+def test_analogy_grid_has_k_columns(monkeypatch, ckpt_root):
+    at = app(monkeypatch, ckpt_root)
+    at.switch_page("pages/analogies.py").run()
+    assert_clean(at, "analogies")
+    assert at.session_state["an_grid_shape"] == (5, 10)
+    assert any("5 inputs × 10 classes" in c.value for c in at.caption)
+    at.segmented_control(key="an_src").set_value("samples").run()
+    assert_clean(at, "analogies")
+    assert at.session_state["an_grid_shape"][1] == 10
+
+
+def _png() -> bytes:
+    """A small black-on-white PNG of a vertical stroke."""
+    img = Image.new("L", (64, 64), 255)
+    ImageDraw.Draw(img).line([(32, 8), (32, 56)], fill=0, width=8)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_bad_upload_shows_error_and_page_keeps_working(monkeypatch, ckpt_root):
+    at = app(monkeypatch, ckpt_root)
+    at.switch_page("pages/analogies.py").run()
+    at.segmented_control(key="an_src").set_value("upload").run()
+    at.file_uploader(key="an_files").upload("notes.txt", b"definitely not an image", "text/plain")
+    at.file_uploader(key="an_files").upload("digit.png", _png(), "image/png").run()
+    assert_clean(at, "analogies")
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "notes.txt" in errors[0] and "not an image" in errors[0]
+    assert at.session_state["an_grid_shape"] == (1, 10)  # the good file still gets its row
+
+
+def test_train_starts_and_stops(monkeypatch, tmp_path):
+    root = tmp_path / "ck"
+    at = app(monkeypatch, root)
+    at.switch_page("pages/train.py").run()
+    at.selectbox(key="tr_dataset").set_value("digits")
+    at.number_input(key="tr_epochs").set_value(200)
+    at.text_input(key="tr_hidden").set_value("32")
+    at.number_input(key="tr_batch").set_value(300)
+    at.run()
+    start = next(b for b in at.button if b.label == "Start training")
+    start.click().run()
+    assert_clean(at, "train")
+    job = jobs.get_job(at.session_state["owner"])
+    assert job is not None and job.cfg.dataset == "digits"
+
+    def epochs_done() -> int:
+        """Rerun the page and read the 'Epochs done' metric."""
+        at.run()
+        return int(at.metric[0].value.split("/")[0])
+
+    end = time.time() + 90
+    while epochs_done() < 2 and time.time() < end:
+        time.sleep(0.5)
+    assert epochs_done() >= 2  # history grows
+    assert at.get("plotly_chart")  # live curves
+    at.button(key="tr_stop").click().run()
+    job.join(60)
+    at.run()
+    assert_clean(at, "train")
+    assert any("Saved the best epoch" in s.value for s in at.success)
+    saved = [p for p in root.iterdir() if (p / "model.pt").is_file()]
+    assert len(saved) == 1 and saved[0].name.startswith("m2-digits-n100-s0-")
+    assert not job.active

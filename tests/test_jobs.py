@@ -1,0 +1,124 @@
+"""Tests for ssvae_core.jobs: a tiny digits M2 run in the background, stop, saving, limits, failures."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from ssvae_core import jobs
+from ssvae_core.checkpoints import load_run
+from ssvae_core.models import ModelConfig
+from ssvae_core.train import TrainConfig
+
+
+def tiny_cfg(epochs: int = 2, labels: int = 50, dataset: str = "digits") -> TrainConfig:
+    """A digits M2 small enough for a few seconds per epoch on a shared CPU."""
+    return TrainConfig(model=ModelConfig(kind="m2", hidden=[32], z_dim=2), dataset=dataset, labels=labels,
+                       epochs=epochs, batch_size=300, labelled_batch=50, lr=1e-3, device="cpu")
+
+
+def wait(cond, timeout: float = 60.0) -> None:
+    """Poll `cond` until true or fail after `timeout` seconds."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture(autouse=True)
+def clean_registry() -> Iterator[None]:
+    """Stop and forget every job a test leaves behind."""
+    yield
+    for job in jobs.active_jobs():
+        job.stop()
+        job.join(60)
+    with jobs._LOCK:
+        jobs._JOBS.clear()
+
+
+def test_job_trains_saves_and_loads(tmp_path):
+    job = jobs.start_job(tiny_cfg(epochs=2), None, tmp_path / "run", owner="a")
+    job.join(120)
+    snap = job.snapshot()
+    assert snap["status"] == jobs.DONE, snap["error"]
+    assert len(snap["history"]) == 2 and snap["progress"] == 1.0 and snap["saved"]
+    assert snap["sample"] is not None and snap["sample"].shape == (4 * 9 - 1, 10 * 9 - 1)
+    rec = snap["history"][-1]
+    assert {"loss", "elbo_labelled", "elbo_unlabelled", "val_error", "test_error"} <= set(rec)
+    run = load_run(tmp_path / "run")
+    assert run.cfg.model.kind == "m2" and len(run.meta["history"]) == 2
+    assert jobs.get_job("a") is job
+
+
+def test_history_grows_and_stop_keeps_best_checkpoint(tmp_path):
+    job = jobs.start_job(tiny_cfg(epochs=10_000), None, tmp_path / "run", owner="a")
+    wait(lambda: len(job.snapshot()["history"]) >= 1)
+    n1 = len(job.snapshot()["history"])
+    wait(lambda: len(job.snapshot()["history"]) > n1)  # still growing while it runs
+    assert job.active and 0 < job.progress() < 1
+    job.stop()
+    job.join(60)
+    snap = job.snapshot()
+    assert snap["status"] == jobs.STOPPED and snap["saved"] and not job.active
+    assert 2 <= len(snap["history"]) < 10_000
+    run = load_run(tmp_path / "run")
+    assert run.meta["best"]["epoch"] >= 1
+
+
+def test_stop_before_first_epoch_saves_nothing(tmp_path):
+    job = jobs.start_job(tiny_cfg(epochs=200), None, tmp_path / "run", owner="a")
+    job.stop()
+    job.join(60)
+    snap = job.snapshot()
+    assert snap["status"] == jobs.STOPPED and not snap["saved"]
+    assert "nothing was saved" in snap["message"]
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_limits(tmp_path, monkeypatch):
+    monkeypatch.delenv("SSVAE_MAX_JOBS", raising=False)
+    assert jobs.max_jobs() == 1
+    first = jobs.start_job(tiny_cfg(epochs=200), None, tmp_path / "a", owner="a")
+    with pytest.raises(jobs.JobLimitError, match="already have"):
+        jobs.start_job(tiny_cfg(), None, tmp_path / "a2", owner="a")  # one run per session
+    with pytest.raises(jobs.JobLimitError, match="already running 1 training run"):
+        jobs.start_job(tiny_cfg(), None, tmp_path / "b", owner="b")  # the machine's maximum
+    monkeypatch.setenv("SSVAE_MAX_JOBS", "2")
+    second = jobs.start_job(tiny_cfg(epochs=200), None, tmp_path / "b", owner="b")
+    assert {j.owner for j in jobs.active_jobs()} == {"a", "b"}
+    second.stop()
+    second.join(60)
+    assert first.active  # stopping one session's run leaves the other alone
+    first.stop()
+    first.join(60)
+    assert not jobs.active_jobs()
+
+
+def test_missing_dataset_fails_with_message(tmp_path):
+    job = jobs.start_job(tiny_cfg(dataset="mnist"), tmp_path / "nodata", tmp_path / "run", owner="a")
+    job.join(60)
+    snap = job.snapshot()
+    assert snap["status"] == jobs.FAILED and "MNIST" in snap["error"]
+    assert not snap["saved"]
+
+
+def test_bad_label_budget_fails_with_message(tmp_path):
+    job = jobs.start_job(tiny_cfg(labels=55), None, tmp_path / "run", owner="a")
+    job.join(60)
+    snap = job.snapshot()
+    assert snap["status"] == jobs.FAILED and "multiple of 10" in snap["error"]
+
+
+def test_dataset_problem_and_run_dir(tmp_path):
+    assert jobs.dataset_problem("digits", tmp_path) is None
+    assert "MNIST/raw" in jobs.dataset_problem("mnist", tmp_path)
+    assert "SVHN" in jobs.dataset_problem("svhn", tmp_path)
+    assert "NORB" in jobs.dataset_problem("norb", tmp_path)
+    d1 = jobs.new_run_dir(tmp_path, tiny_cfg())
+    assert d1.name.startswith("m2-digits-n50-s0-")
+    d1.mkdir()
+    assert jobs.new_run_dir(tmp_path, tiny_cfg()) != d1
