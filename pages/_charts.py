@@ -99,7 +99,7 @@ def error_vs_n_figure(runs: list[dict], paper: dict[str, dict[int, float]] | Non
     for kind in dict.fromkeys(r["model"] for r in runs):
         mine = [r for r in runs if r["model"] == kind]
         fig.add_trace(go.Scatter(x=[r["labels"] for r in mine], y=[r["test_error"] for r in mine], mode="markers",
-                                 name=f"yours: {names.get(kind, kind)}", text=[r["name"] for r in mine],
+                                 name=f"saved: {names.get(kind, kind)}", text=[r["name"] for r in mine],
                                  marker={"size": 11, "color": MODEL_COLOURS.get(kind, "#111827"),
                                          "line": {"width": 1, "color": "white"}},
                                  hovertemplate="N=%{x}: %{y:.2f}%<br>%{text}<extra></extra>"))

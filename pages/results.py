@@ -207,8 +207,8 @@ with right:
     mine = [r for r in good if r["dataset"] == ds]
     st.plotly_chart(_charts.error_vs_n_figure(mine, PAPER if ds == "mnist" else None, _ui.MODEL_NAMES),
                     key="rs_vsn", config={"displayModeBar": False})
-    st.caption(("Points are your runs; dashed lines the paper's numbers. " if ds == "mnist" else
-                "Points are your runs (the paper reports MNIST only here). ") + "The x axis is logarithmic."
+    st.caption(("Points are the saved runs; dashed lines the paper's numbers. " if ds == "mnist" else
+                "Points are the saved runs (the paper reports MNIST only here). ") + "The x axis is logarithmic."
                + ("" if mine else f" No finished {_ui.DATASET_NAMES.get(ds, ds)} runs yet."))
 
 if rows:

@@ -196,7 +196,8 @@ class Trainer:
                 done += 1
                 if on_batch:
                     on_batch(step + 1, steps)
-            if done == 0:
+            if done == 0:  # stopped before this epoch's first batch
+                self.stopped = True
                 break
             last_good = copy.deepcopy(model.state_dict())
             rec = {k: float(v) / done for k, v in sums.items()}
