@@ -145,13 +145,6 @@ class Trainer:
             if kind == "m1":
                 self._evaluate_m1(self.model)
 
-    def run(self, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
-        """Train to the end (or until stopped); return the history."""
-        for rec in self.epochs():
-            if on_epoch:
-                on_epoch(rec)
-        return self.history
-
     def _fit(self, model: nn.Module, n_epochs: int, stage: str, on_batch, select: bool) -> Iterator[dict]:
         cfg, data = self.cfg, self.data
         params = [p for p in model.parameters() if p.requires_grad]
