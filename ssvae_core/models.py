@@ -73,6 +73,14 @@ class GaussianHead(nn.Module):
         mu, logvar = self.net(h).chunk(2, dim=-1)
         return mu, logvar.clamp(-12.0, 8.0)
 
+    def every_class(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward([x, onehot(y)]) for y = 0..k-1, class-major (k*b rows); W_x x is computed once, not k times."""
+        first, d = self.net[0], x.shape[-1]
+        hx = F.linear(x, first.weight[:, :d], first.bias)  # b×H, shared by every class
+        h = (hx.unsqueeze(0) + first.weight[:, d:].t().unsqueeze(1)).reshape(-1, hx.shape[-1])  # + W_y y
+        mu, logvar = self.net[1:](h).chunk(2, dim=-1)
+        return mu, logvar.clamp(-12.0, 8.0)
+
 
 class M1(nn.Module):
     """M1, the latent-feature model: q(z|x) = N(mu(x), sigma^2(x)), p(z) = N(0, I), p(x|z) Bernoulli."""
@@ -89,11 +97,12 @@ class M1(nn.Module):
         kl_z = kl_normal(mu, logvar)
         return {"elbo": log_px - kl_z, "log_px": log_px, "kl_z": kl_z}
 
-    def loss(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
-        """-mean ELBO over every image, labelled or not (M1 ignores labels while it learns)."""
+    def loss(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, beta: float,
+             kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
+        """-mean ELBO over every image, labelled or not (M1 ignores labels); kl_weight < 1 during KL warm-up."""
         terms = self.elbo(torch.cat([x_l, x_u]))
         out = {k: v.mean() for k, v in terms.items()}
-        out["loss"] = -out["elbo"]
+        out["loss"] = -(out["log_px"] - kl_weight * out["kl_z"])
         return out
 
     @torch.no_grad()
@@ -127,20 +136,25 @@ class M2(nn.Module):
         mu, logvar = out.chunk(2, dim=-1)
         return log_gaussian(x, mu, logvar.clamp(-12.0, 8.0))
 
-    def elbo_labelled(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    def elbo_labelled(self, x: torch.Tensor, y: torch.Tensor, kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
         """L(x,y) = E_q(z|x,y)[log p(x|y,z)] + log p(y) - KL(q(z|x,y) || p(z)) (paper eq. 6), y one-hot."""
-        mu, logvar = self.encoder(torch.cat([x, y], -1))
+        return self._bound(x, y, *self.encoder(torch.cat([x, y], -1)), kl_weight)
+
+    def _bound(self, x: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+               kl_weight: float) -> dict[str, torch.Tensor]:
+        """L(x,y) (paper eq. 6) given q(z|x,y) = N(mu, exp(logvar)); kl_weight < 1 only during KL warm-up."""
         log_px = self.log_px(x, reparameterise(mu, logvar), y)
         kl_z = kl_normal(mu, logvar)
         log_py = -math.log(self.num_classes)
-        return {"elbo": log_px + log_py - kl_z, "log_px": log_px, "kl_z": kl_z}
+        return {"elbo": log_px + log_py - kl_weight * kl_z, "log_px": log_px, "kl_z": kl_z}
 
-    def elbo_unlabelled(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def elbo_unlabelled(self, x: torch.Tensor, kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
         """U(x) = sum_y q(y|x) L(x,y) + H(q(y|x)) (paper eq. 7), the exact sum over all K classes in one pass."""
         b, k = x.shape[0], self.num_classes
         x_rep = x.repeat(k, 1)  # class-major: rows [c*b:(c+1)*b] carry class c
         y_rep = F.one_hot(torch.arange(k, device=x.device).repeat_interleave(b), k).to(x.dtype)
-        terms = {n: t.view(k, b).t() for n, t in self.elbo_labelled(x_rep, y_rep).items()}  # each b×k
+        bound = self._bound(x_rep, y_rep, *self.encoder.every_class(x, k), kl_weight)
+        terms = {n: t.view(k, b).t() for n, t in bound.items()}  # each b×k
         log_qy = F.log_softmax(self.classifier(x), -1)
         qy = log_qy.exp()
         entropy = -(qy * log_qy).sum(-1)
@@ -149,11 +163,12 @@ class M2(nn.Module):
         out["entropy"] = entropy
         return out
 
-    def loss(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
+    def loss(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, beta: float,
+             kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
         """J^alpha per example: -mean L(x,y) - mean U(x) + beta * mean[-log q(y|x)] (paper eq. 9)."""
         y_onehot = F.one_hot(y_l, self.num_classes).to(x_l.dtype)
-        lab = self.elbo_labelled(x_l, y_onehot)
-        unl = self.elbo_unlabelled(x_u)
+        lab = self.elbo_labelled(x_l, y_onehot, kl_weight)
+        unl = self.elbo_unlabelled(x_u, kl_weight)
         ce = F.cross_entropy(self.classifier(x_l), y_l)
         loss = -lab["elbo"].mean() - unl["elbo"].mean() + beta * ce
         n_l, n_u = len(x_l), len(x_u)
@@ -187,16 +202,27 @@ class M1M2(nn.Module):
         self.register_buffer("active", torch.arange(n_active))  # which z1 units M2 sees
         self.m2 = M2(n_active, num_classes, cfg, likelihood="gaussian")
 
+    @torch.no_grad()
+    def q_z1(self, x: torch.Tensor) -> torch.Tensor:
+        """[mean, log-variance] of q(z1|x) on the active units, side by side (b × 2A); M1 is fixed."""
+        mu, logvar = self.m1.encoder(x)
+        return torch.cat([mu[:, self.active], logvar[:, self.active]], -1)
+
     def z1(self, x: torch.Tensor, sample: bool) -> torch.Tensor:
         """z1 ~ q(z1|x) (sample=True, training) or its mean (evaluation), active units only."""
-        with torch.no_grad():
-            mu, logvar = self.m1.encoder(x)
-            z1 = reparameterise(mu, logvar) if sample else mu
-        return z1[:, self.active]
+        mu, logvar = self.q_z1(x).chunk(2, -1)
+        return reparameterise(mu, logvar) if sample else mu
 
-    def loss(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
-        """M2's J^alpha on sampled z1 (M1 stays fixed)."""
-        return self.m2.loss(self.z1(x_l, True), y_l, self.z1(x_u, True), beta)
+    def loss(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, beta: float,
+             kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
+        """M2's J^alpha on z1 ~ q(z1|x) (M1 stays fixed)."""
+        return self.loss_z1(self.q_z1(x_l), y_l, self.q_z1(x_u), beta, kl_weight)
+
+    def loss_z1(self, q_l: torch.Tensor, y_l: torch.Tensor, q_u: torch.Tensor, beta: float,
+                kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
+        """M2's J^alpha on z1 sampled afresh from given q(z1|x) parameters (rows of q_z1), e.g. computed once."""
+        return self.m2.loss(reparameterise(*q_l.chunk(2, -1)), y_l, reparameterise(*q_u.chunk(2, -1)), beta,
+                            kl_weight)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(y|z1) at z1 = E[z1|x]."""
@@ -220,7 +246,8 @@ class Supervised(nn.Module):
         super().__init__()
         self.classifier = mlp([x_dim, *cfg.hidden, num_classes], cfg.activation)
 
-    def loss(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
+    def loss(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, beta: float,
+             kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
         """Cross-entropy on the labelled batch; unlabelled images are ignored."""
         ce = F.cross_entropy(self.classifier(x_l), y_l)
         return {"loss": ce, "classification": ce}

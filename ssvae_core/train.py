@@ -32,6 +32,7 @@ class TrainConfig:
     labelled_batch: int = 100  # labelled images per step (every batch sees labels)
     lr: float = 3e-4
     lr_final: float = 0.0  # >0: cosine decay from lr to lr_final over the run
+    kl_warmup: float = 0.0  # epochs over which the KL weight rises linearly from 0 to 1 (0: the plain bound)
     alpha: float = 0.1  # J^alpha with alpha = 0.1 * N: beta = alpha * N_total / N_labelled per labelled example
     binarize: bool = True  # dynamic binarisation for Bernoulli pixel models
     active_threshold: float = 0.01  # M1+M2: z1 units whose mean varies less than this are pruned
@@ -111,6 +112,8 @@ class Trainer:
         self.best_state: dict | None = None
         self.model: nn.Module | None = None
         self.latent_classifier = None  # M1 only
+        self._stage_best: dict | None = None
+        self._x_val_bin: torch.Tensor | None = None
         self._stop = threading.Event()
         self.stopped = False
 
@@ -128,9 +131,11 @@ class Trainer:
             if self.m1_state is not None:
                 m1.load_state_dict(self.m1_state)
             else:
-                yield from self._fit(m1, self.cfg.m1_epochs, "m1", on_batch, select=False)
+                yield from self._fit(m1, self.cfg.m1_epochs, "m1", on_batch)
             if self._stop.is_set():
                 return
+            if self.m1_state is None and self._stage_best is not None:
+                m1.load_state_dict(self._stage_best)  # the M1 epoch with the best validation ELBO
             active = active_units(m1, self.data.x_train, self.cfg.active_threshold)
             self.cfg.model.z1_active = len(active)
             self.model = M1M2(self.data.x_dim, self.data.num_classes, self.cfg.model).to(self.device)
@@ -139,14 +144,16 @@ class Trainer:
             self.model.m1.requires_grad_(False)
         else:
             self.model = build_model(self.cfg.model, self.data.x_dim, self.data.num_classes).to(self.device)
-        yield from self._fit(self.model, self.cfg.epochs, kind, on_batch, select=True)
+        yield from self._fit(self.model, self.cfg.epochs, kind, on_batch)
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
             if kind == "m1":
                 self._evaluate_m1(self.model)
 
-    def _fit(self, model: nn.Module, n_epochs: int, stage: str, on_batch, select: bool) -> Iterator[dict]:
+    def _fit(self, model: nn.Module, n_epochs: int, stage: str, on_batch) -> Iterator[dict]:
+        """Train one stage; keep its best epoch (M1: highest validation ELBO, label-free; others: validation error)."""
         cfg, data = self.cfg, self.data
+        best_score, self._stage_best = math.inf, None
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=cfg.lr)
         # M1 learns from every training image; the others split labelled / unlabelled
@@ -155,6 +162,9 @@ class Trainer:
         total_steps = max(1, steps * n_epochs)
         beta = cfg.alpha * len(data.x_train) / cfg.labels
         binarize = cfg.binarize and cfg.model.likelihood == "bernoulli" and stage != "supervised"
+        q_z1 = None  # M1+M2: q(z1|x) of every training image, computed once (M1 is frozen); z1 is sampled per step
+        if stage == "m1m2":
+            q_z1 = torch.cat([model.q_z1(data.x_train[i:i + 5000]) for i in range(0, len(data.x_train), 5000)])
         last_good = copy.deepcopy(model.state_dict())
         for epoch in range(1, n_epochs + 1):
             t0 = time.perf_counter()
@@ -170,12 +180,18 @@ class Trainer:
                         g["lr"] = cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * frac))
                 u = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
                 li = self.lab_idx[torch.randint(len(self.lab_idx), (cfg.labelled_batch,), device=self.device)]
-                x_u, x_l, y_l = data.x_train[u], data.x_train[li], data.y_train[li]
-                if stage == "m1":
-                    x_l, y_l = x_l[:0], y_l[:0]
-                if binarize:
-                    x_u, x_l = torch.bernoulli(x_u), torch.bernoulli(x_l)
-                terms = model.loss(x_l, y_l, x_u, beta)
+                kl_weight = min(1.0, ((epoch - 1) * steps + step + 1) / (cfg.kl_warmup * steps)) if cfg.kl_warmup > 0 \
+                    else 1.0
+                y_l = data.y_train[li]
+                if q_z1 is not None:
+                    terms = model.loss_z1(q_z1[li], y_l, q_z1[u], beta, kl_weight)
+                else:
+                    x_u, x_l = data.x_train[u], data.x_train[li]
+                    if stage == "m1":
+                        x_l, y_l = x_l[:0], y_l[:0]
+                    if binarize:
+                        x_u, x_l = torch.bernoulli(x_u), torch.bernoulli(x_l)
+                    terms = model.loss(x_l, y_l, x_u, beta, kl_weight)
                 if not torch.isfinite(terms["loss"]):
                     model.load_state_dict(last_good)
                     raise TrainingError(f"The loss became {terms['loss'].item()} at epoch {epoch}, batch {step + 1} "
@@ -197,11 +213,14 @@ class Trainer:
             seconds = time.perf_counter() - t0
             rec.update(stage=stage, epoch=epoch, seconds=seconds, images_per_s=done * cfg.batch_size / seconds,
                        lr=opt.param_groups[0]["lr"], complete=done == steps)
-            if select:
-                rec.update(self._evaluate(model, stage))
-                if rec["val_error"] < self.best["val_error"]:
+            rec.update(self._evaluate(model, stage))
+            score = -rec["val_elbo"] if stage == "m1" else rec["val_error"]
+            if score < best_score:
+                best_score = score
+                self._stage_best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if stage == cfg.model.kind:  # the run's own model, not the M1 stage of M1+M2
                     self.best = {"val_error": rec["val_error"], "test_error": rec["test_error"], "epoch": epoch}
-                    self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    self.best_state = self._stage_best
             self.history.append(rec)
             yield rec
             if done < steps:
@@ -215,13 +234,28 @@ class Trainer:
         return {"val_error": error_rate(predict(model, d.x_val), d.y_val),
                 "test_error": error_rate(predict(model, d.x_test), d.y_test)}
 
+    @torch.no_grad()
+    def _val_elbo(self, m1: M1) -> float:
+        """Mean ELBO of the validation images (binarised once, with a fixed seed), the label-free M1 criterion."""
+        if self._x_val_bin is None:
+            x = self.data.x_val
+            gen = torch.Generator(device=x.device).manual_seed(1234)
+            binarize = self.cfg.binarize and self.cfg.model.likelihood == "bernoulli"
+            self._x_val_bin = torch.bernoulli(x, generator=gen) if binarize else x
+        m1.eval()
+        elbo = torch.cat([m1.elbo(self._x_val_bin[i:i + 2000])["elbo"] for i in range(0, len(self._x_val_bin), 2000)])
+        m1.train()
+        return elbo.mean().item()
+
     def _evaluate_m1(self, m1: M1) -> dict:
+        """kNN / SVM errors on M1's latent means, and the validation ELBO."""
         d = self.data
         z_l = m1_features(m1, d.x_train[self.lab_idx]).cpu().numpy()
         self.latent_classifier = fit_latent_classifier(self.cfg.classifier, z_l, d.y_train[self.lab_idx].cpu().numpy())
         errs = {}
         for split, x, y in (("val", d.x_val, d.y_val), ("test", d.x_test, d.y_test)):
             errs[f"{split}_error"] = error_rate(self.latent_classifier.predict(m1_features(m1, x).cpu().numpy()), y)
+        errs["val_elbo"] = self._val_elbo(m1)
         return errs
 
 

@@ -21,3 +21,16 @@ def test_reproduce_trains_then_resumes(tmp_path):
     assert "M2" in table and "M1+M2" in table and "11.97" not in table  # N=50 has no paper figure
     # the same table both times: resuming reads the recorded results
     assert first.stdout.split("model chosen on validation")[1] == table
+
+
+def test_epochs_to_paper_reads_the_history():
+    from ssvae_core.reproduce import _to_paper, epochs_to
+
+    hist = [{"stage": "m1", "epoch": 1, "test_error": 1.0},  # M1 stage of M1+M2: not counted
+            {"stage": "m1m2", "epoch": 1, "test_error": 9.0}, {"stage": "m1m2", "epoch": 2, "test_error": 3.3},
+            {"stage": "m1m2", "epoch": 3, "test_error": 3.0}]
+    assert epochs_to(hist, "m1m2", 3.33) == 2
+    assert epochs_to(hist, "m1m2", 2.0) is None and epochs_to(hist, "m1m2", None) is None
+    assert _to_paper([{"to_paper": 2}, {"to_paper": 4}]) == "3"
+    assert _to_paper([{"to_paper": 2}, {"to_paper": None}]) == "2 (1/2)"
+    assert _to_paper([{"to_paper": None}]) == "-"

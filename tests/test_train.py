@@ -23,7 +23,11 @@ def test_every_model_trains_and_beats_chance(digits, kind):
     history = list(trainer.epochs())
     main = [h for h in history if h["stage"] == kind]
     assert len(main) == epochs and all(math.isfinite(h["loss"]) for h in history)
-    assert trainer.best["val_error"] == min(h["val_error"] for h in main)
+    if kind == "m1":  # M1 is chosen without labels, on its validation ELBO
+        chosen = max(main, key=lambda h: h["val_elbo"])
+        assert trainer.best["epoch"] == chosen["epoch"] and trainer.best["val_error"] == chosen["val_error"]
+    else:
+        assert trainer.best["val_error"] == min(h["val_error"] for h in main)
     assert trainer.best["val_error"] < (75.0 if kind == "m1m2" else 60.0)  # chance is 90%
     if kind == "m1m2":
         assert [h["stage"] for h in history[:10]] == ["m1"] * 10
@@ -40,6 +44,31 @@ def test_every_model_trains_and_beats_chance(digits, kind):
 def test_unlabelled_elbo_improves(digits):
     history = list(Trainer(small_cfg("m2", epochs=6), digits).epochs())
     assert history[-1]["elbo_unlabelled"] > history[0]["elbo_unlabelled"] + 1.0
+
+
+def test_kl_warmup_lets_the_posterior_move_away_from_the_prior(digits):
+    """With the KL weight near 0 (a very long warm-up) q(z|x) is free to move, so its KL grows."""
+    plain = list(Trainer(small_cfg("m1", epochs=3), digits).epochs())
+    warm = list(Trainer(small_cfg("m1", epochs=3, kl_warmup=1e6), digits).epochs())
+    assert warm[-1]["kl_z"] > 2 * plain[-1]["kl_z"]
+
+
+def test_m1_stage_of_m1m2_keeps_its_best_validation_elbo(digits, monkeypatch):
+    """M1+M2 goes on from the M1 epoch with the highest validation ELBO, not the last one."""
+    cfg = small_cfg("m1m2", epochs=1)
+    cfg.m1_epochs = 4
+    trainer = Trainer(cfg, digits)
+    scores = iter([-50.0, -10.0, -30.0, -40.0])  # epoch 2 is the best
+    saved = {}
+
+    def fake_val_elbo(m1):
+        saved[len(saved) + 1] = {k: v.clone() for k, v in m1.state_dict().items()}
+        return next(scores)
+
+    monkeypatch.setattr(trainer, "_val_elbo", fake_val_elbo)
+    list(trainer.epochs())
+    for k, v in trainer.model.m1.state_dict().items():
+        assert torch.equal(v, saved[2][k])
 
 
 def test_stop_between_batches_keeps_best(digits):
