@@ -98,7 +98,7 @@ class M1(nn.Module):
         return {"elbo": log_px - kl_z, "log_px": log_px, "kl_z": kl_z}
 
     def loss(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, beta: float,
-             kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
+             kl_weight: float = 1.0, lab_weight: float = 1.0) -> dict[str, torch.Tensor]:
         """-mean ELBO over every image, labelled or not (M1 ignores labels); kl_weight < 1 during KL warm-up."""
         terms = self.elbo(torch.cat([x_l, x_u]))
         out = {k: v.mean() for k, v in terms.items()}
@@ -164,13 +164,13 @@ class M2(nn.Module):
         return out
 
     def loss(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, beta: float,
-             kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
-        """J^alpha per example: -mean L(x,y) - mean U(x) + beta * mean[-log q(y|x)] (paper eq. 9)."""
+             kl_weight: float = 1.0, lab_weight: float = 1.0) -> dict[str, torch.Tensor]:
+        """J^alpha per example: -lab_weight * mean L(x,y) - mean U(x) + beta * mean[-log q(y|x)] (paper eq. 9)."""
         y_onehot = F.one_hot(y_l, self.num_classes).to(x_l.dtype)
         lab = self.elbo_labelled(x_l, y_onehot, kl_weight)
         unl = self.elbo_unlabelled(x_u, kl_weight)
         ce = F.cross_entropy(self.classifier(x_l), y_l)
-        loss = -lab["elbo"].mean() - unl["elbo"].mean() + beta * ce
+        loss = -lab_weight * lab["elbo"].mean() - unl["elbo"].mean() + beta * ce
         n_l, n_u = len(x_l), len(x_u)
         mix = lambda a, b: (a.sum() + b.sum()) / (n_l + n_u)  # noqa: E731 - mean over all images
         return {"loss": loss, "elbo_labelled": lab["elbo"].mean(), "elbo_unlabelled": unl["elbo"].mean(),
@@ -214,15 +214,15 @@ class M1M2(nn.Module):
         return reparameterise(mu, logvar) if sample else mu
 
     def loss(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, beta: float,
-             kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
+             kl_weight: float = 1.0, lab_weight: float = 1.0) -> dict[str, torch.Tensor]:
         """M2's J^alpha on z1 ~ q(z1|x) (M1 stays fixed)."""
-        return self.loss_z1(self.q_z1(x_l), y_l, self.q_z1(x_u), beta, kl_weight)
+        return self.loss_z1(self.q_z1(x_l), y_l, self.q_z1(x_u), beta, kl_weight, lab_weight)
 
     def loss_z1(self, q_l: torch.Tensor, y_l: torch.Tensor, q_u: torch.Tensor, beta: float,
-                kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
+                kl_weight: float = 1.0, lab_weight: float = 1.0) -> dict[str, torch.Tensor]:
         """M2's J^alpha on z1 sampled afresh from given q(z1|x) parameters (rows of q_z1), e.g. computed once."""
         return self.m2.loss(reparameterise(*q_l.chunk(2, -1)), y_l, reparameterise(*q_u.chunk(2, -1)), beta,
-                            kl_weight)
+                            kl_weight, lab_weight)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(y|z1) at z1 = E[z1|x]."""
@@ -247,7 +247,7 @@ class Supervised(nn.Module):
         self.classifier = mlp([x_dim, *cfg.hidden, num_classes], cfg.activation)
 
     def loss(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, beta: float,
-             kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
+             kl_weight: float = 1.0, lab_weight: float = 1.0) -> dict[str, torch.Tensor]:
         """Cross-entropy on the labelled batch; unlabelled images are ignored."""
         ce = F.cross_entropy(self.classifier(x_l), y_l)
         return {"loss": ce, "classification": ce}

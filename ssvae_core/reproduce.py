@@ -2,6 +2,7 @@
 
 python -m ssvae_core reproduce --models m2,m1m2 --labels 100 --seeds 0,1,2 --out runs/table1
 M1+M2 runs share one M1 (unsupervised, label-free), trained once into OUT/m1 and reused.
+Unless given as flags, epochs and learning rates come from RECIPE, per model (the settings measured in the README).
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ PAPER = {  # Kingma et al. 2014, Table 1: MNIST test error (%) with N labels
     "m2": {100: 11.97, 600: 4.94, 1000: 3.60, 3000: 3.92},
     "m1m2": {100: 3.33, 600: 2.59, 1000: 2.40, 3000: 2.18},
     "m1": {100: 11.82, 600: 5.72, 1000: 4.24, 3000: 3.49},  # M1+TSVM
+}
+RECIPE = {  # per-model defaults of `reproduce` (measured in the README); any flag given on the command line wins
+    "m1": {"lr": 1e-3, "lr_final": 1e-4},  # the shared M1, for --m1-epochs epochs
+    "m2": {"epochs": 10, "lr": 1e-3, "lr_final": 1e-4},
+    "m1m2": {"epochs": 40, "lr": 3e-3, "lr_final": 3e-4},
+    "supervised": {"epochs": 20, "lr": 1e-3, "lr_final": 1e-4},
 }
 LABEL = {"m1": "M1", "m2": "M2", "m1m2": "M1+M2", "supervised": "supervised"}
 
@@ -66,6 +73,11 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _with_recipe(a: argparse.Namespace, model: str) -> argparse.Namespace:
+    """The flags, with the model's RECIPE filling those not given on the command line."""
+    return argparse.Namespace(**{**vars(a), **{k: v for k, v in RECIPE[model].items() if getattr(a, k) is None}})
+
+
 def cmd_reproduce(a: argparse.Namespace) -> int:
     from ssvae_core.cli import config_from_args, run_training
 
@@ -77,7 +89,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     m1_dir = Path(a.m1_run) if a.m1_run else out / "m1"
     if "m1m2" in models and not a.m1_run and _done(m1_dir) is None:
         print(f"== M1 (shared by every M1+M2 run) -> {m1_dir}")
-        m1_cfg = config_from_args(a, "m1", labels[0], 0, a.dataset)
+        m1_cfg = config_from_args(_with_recipe(a, "m1"), "m1", labels[0], 0, a.dataset)
         m1_cfg.epochs = a.m1_epochs
         run_training(m1_cfg, data, m1_dir)
     rows = []
@@ -89,7 +101,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
                 if meta is None:
                     print(f"== {LABEL[model]} N={n} seed={seed} -> {run_dir}")
                     t0 = time.time()
-                    cfg = config_from_args(a, model, n, seed, a.dataset)
+                    cfg = config_from_args(_with_recipe(a, model), model, n, seed, a.dataset)
                     meta = run_training(cfg, data, run_dir, m1_run=str(m1_dir) if model == "m1m2" else None,
                                         half=a.half)
                     print(f"   done in {time.time() - t0:.0f}s: test error {meta['best']['test_error']:.2f}%")
@@ -122,4 +134,4 @@ def add_parser(sub) -> None:
     p.add_argument("--dataset", default="mnist", help="mnist (the paper's Table 1) or another for a quick check")
     p.add_argument("--out", default="runs/table1", help="folder for the runs (finished runs are reused)")
     add_train_args(p)
-    p.set_defaults(func=cmd_reproduce)
+    p.set_defaults(func=cmd_reproduce, epochs=None, lr=None, lr_final=None, m1_epochs=60)  # None: the RECIPE's

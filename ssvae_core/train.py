@@ -33,6 +33,7 @@ class TrainConfig:
     lr: float = 3e-4
     lr_final: float = 0.0  # >0: cosine decay from lr to lr_final over the run
     kl_warmup: float = 0.0  # epochs over which the KL weight rises linearly from 0 to 1 (0: the plain bound)
+    labelled_elbo: str = "dataset"  # "batch": mean L(x,y) weighs like mean U(x); "dataset": times N_l/N_u, as in J
     alpha: float = 0.1  # J^alpha with alpha = 0.1 * N: beta = alpha * N_total / N_labelled per labelled example
     binarize: bool = True  # dynamic binarisation for Bernoulli pixel models
     active_threshold: float = 0.01  # M1+M2: z1 units whose mean varies less than this are pruned
@@ -161,6 +162,7 @@ class Trainer:
         steps = math.ceil(len(pool) / cfg.batch_size)
         total_steps = max(1, steps * n_epochs)
         beta = cfg.alpha * len(data.x_train) / cfg.labels
+        lab_weight = len(self.lab_idx) / max(1, len(self.unl_idx)) if cfg.labelled_elbo == "dataset" else 1.0
         binarize = cfg.binarize and cfg.model.likelihood == "bernoulli" and stage != "supervised"
         q_z1 = None  # M1+M2: q(z1|x) of every training image, computed once (M1 is frozen); z1 is sampled per step
         if stage == "m1m2":
@@ -184,14 +186,14 @@ class Trainer:
                     else 1.0
                 y_l = data.y_train[li]
                 if q_z1 is not None:
-                    terms = model.loss_z1(q_z1[li], y_l, q_z1[u], beta, kl_weight)
+                    terms = model.loss_z1(q_z1[li], y_l, q_z1[u], beta, kl_weight, lab_weight)
                 else:
                     x_u, x_l = data.x_train[u], data.x_train[li]
                     if stage == "m1":
                         x_l, y_l = x_l[:0], y_l[:0]
                     if binarize:
                         x_u, x_l = torch.bernoulli(x_u), torch.bernoulli(x_l)
-                    terms = model.loss(x_l, y_l, x_u, beta, kl_weight)
+                    terms = model.loss(x_l, y_l, x_u, beta, kl_weight, lab_weight)
                 if not torch.isfinite(terms["loss"]):
                     model.load_state_dict(last_good)
                     raise TrainingError(f"The loss became {terms['loss'].item()} at epoch {epoch}, batch {step + 1} "
