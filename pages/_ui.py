@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from pathlib import Path
@@ -73,9 +74,14 @@ def is_pretrained(row: dict) -> bool:
 
 
 def generative_runs() -> list[dict]:
-    """Good M2 and M1+M2 runs, shipped (pretrained) ones first, then newest first."""
+    """Good M2 and M1+M2 runs: shipped (pretrained) ones first, best validation error first; then newest first."""
     rows = [r for r in all_runs() if r["ok"] and r.get("model") in GENERATIVE]
-    return sorted(rows, key=lambda r: (not is_pretrained(r), -r["mtime"]))
+
+    def key(r: dict) -> tuple:
+        val = r.get("val_error") if isinstance(r.get("val_error"), int | float) else math.inf
+        return (not is_pretrained(r), val if is_pretrained(r) else 0.0, -r["mtime"])
+
+    return sorted(rows, key=key)
 
 
 def run_label(row: dict) -> str:

@@ -1,8 +1,9 @@
 """Throughput benchmark: seconds per epoch and images per second of the real training loop, per model.
 
 `python -m ssvae_core bench` prints, for M1, M2 and M1+M2 on the current device, the time of one
-full training epoch, the images per second, the GFLOP/s the loop reaches (Linear-layer FLOPs counted
-with hooks) and that as a fraction of the machine's measured float32 matmul throughput.
+full training epoch, the images per second, the GFLOP/s the loop reaches (matmul FLOPs of a step,
+forward and backward, counted by torch's FlopCounterMode) and that as a fraction of the machine's
+measured float32 matmul throughput.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import platform
 import time
 
 import torch
-from torch import nn
 
 from ssvae_core.data import load_dataset
 from ssvae_core.models import ModelConfig
@@ -34,22 +34,20 @@ def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> flo
     return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
-def step_flops(model: nn.Module, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor) -> float:
-    """FLOPs of one training step in Linear layers: 2·rows·in·out forward, ×3 with backward when trainable."""
-    total = [0.0]
+def step_flops(trainer: Trainer, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor) -> float:
+    """Matmul FLOPs of one training step, forward and backward, counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def hook(mod: nn.Linear, inp, out) -> None:
-        rows = inp[0].numel() // mod.in_features
-        total[0] += 2 * rows * mod.in_features * mod.out_features * (3 if mod.weight.requires_grad else 1)
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Linear)]
-    try:
-        with torch.no_grad():
-            model.loss(x_l, y_l, x_u, 1.0)
-    finally:
-        for h in handles:
-            h.remove()
-    return total[0]
+    model = trainer.model
+    counter = FlopCounterMode(display=False)
+    with counter:
+        if trainer.cfg.model.kind == "m1m2":  # as in training: z1 sampled from q(z1|x) computed once per run
+            terms = model.loss_z1(model.q_z1(x_l), y_l, model.q_z1(x_u), 1.0)
+        else:
+            terms = model.loss(x_l, y_l, x_u, 1.0)
+        terms["loss"].backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
 
 
 def bench_model(kind: str, data, device: str, labels: int, epochs: int) -> dict:
@@ -62,7 +60,7 @@ def bench_model(kind: str, data, device: str, labels: int, epochs: int) -> dict:
     li, ui = trainer.lab_idx[: cfg.labelled_batch], trainer.unl_idx[: cfg.batch_size]
     d = trainer.data
     x_l = d.x_train[li][:0] if kind == "m1" else d.x_train[li]
-    flops = step_flops(trainer.model, x_l, d.y_train[li][: len(x_l)], d.x_train[ui])
+    flops = step_flops(trainer, x_l, d.y_train[li][: len(x_l)], d.x_train[ui])
     steps_per_s = rec["images_per_s"] / cfg.batch_size
     return {"model": kind, "seconds_per_epoch": rec["seconds"], "images_per_s": rec["images_per_s"],
             "gflops": flops * steps_per_s / 1e9}

@@ -76,6 +76,17 @@ def test_m2_loss_weights_classification_by_beta():
     assert torch.allclose(a["loss"], -a["elbo_labelled"] - a["elbo_unlabelled"], atol=1e-4)
 
 
+def test_labelled_weight_scales_only_the_labelled_bound():
+    torch.manual_seed(7)
+    model = M2(10, 3, ModelConfig(hidden=[8], z_dim=2))
+    x_l, y_l, x_u = torch.rand(4, 10).bernoulli(), torch.tensor([0, 1, 2, 1]), torch.rand(6, 10).bernoulli()
+    torch.manual_seed(8)
+    a = model.loss(x_l, y_l, x_u, beta=5.0)
+    torch.manual_seed(8)
+    b = model.loss(x_l, y_l, x_u, beta=5.0, lab_weight=0.01)
+    assert torch.allclose(b["loss"] - a["loss"], 0.99 * a["elbo_labelled"], atol=1e-3)
+
+
 def test_kl_weight_scales_only_the_kl_terms():
     """KL warm-up: the bound with weight w is log p(x|.) + log p(y) - w KL, for M1 and inside U(x) for M2."""
     torch.manual_seed(5)

@@ -46,6 +46,27 @@ def test_unlabelled_elbo_improves(digits):
     assert history[-1]["elbo_unlabelled"] > history[0]["elbo_unlabelled"] + 1.0
 
 
+@pytest.mark.parametrize("mode", ["dataset", "batch"])
+def test_labelled_bound_weight_follows_the_objective(digits, monkeypatch, mode):
+    """'dataset' weighs mean L(x,y) by N_l/N_u, as the sums in J^alpha do; 'batch' weighs it like mean U(x)."""
+    from ssvae_core.models import M2
+
+    seen = []
+    real = M2.loss
+
+    def spy(self, x_l, y_l, x_u, beta, kl_weight=1.0, lab_weight=1.0):
+        seen.append((beta, lab_weight))
+        return real(self, x_l, y_l, x_u, beta, kl_weight, lab_weight)
+
+    monkeypatch.setattr(M2, "loss", spy)
+    trainer = Trainer(small_cfg("m2", epochs=1, labelled_elbo=mode), digits)
+    list(trainer.epochs())
+    n_l, n_u = len(trainer.lab_idx), len(trainer.unl_idx)
+    expected = n_l / n_u if mode == "dataset" else 1.0
+    assert seen and all(w == pytest.approx(expected) for _, w in seen)
+    assert all(b == pytest.approx(0.1 * len(digits.x_train) / 50) for b, _ in seen)
+
+
 def test_kl_warmup_lets_the_posterior_move_away_from_the_prior(digits):
     """With the KL weight near 0 (a very long warm-up) q(z|x) is free to move, so its KL grows."""
     plain = list(Trainer(small_cfg("m1", epochs=3), digits).epochs())

@@ -1,0 +1,36 @@
+"""The throughput benchmark counts a step's FLOPs right and prints a row per model."""
+
+import os
+import subprocess
+import sys
+
+from ssvae_core.bench import step_flops
+from ssvae_core.models import ModelConfig
+from ssvae_core.train import TrainConfig, Trainer
+from tests.conftest import ROOT
+
+
+def test_step_flops_of_m1_match_the_layer_sizes(digits):
+    cfg = TrainConfig(model=ModelConfig(kind="m1", m1_hidden=[16], m1_z_dim=3), dataset="digits", labels=50,
+                      epochs=1, device="cpu")
+    trainer = Trainer(cfg, digits)
+    list(trainer.epochs())
+    b, d, h, z = 7, digits.x_dim, 16, 3
+    x = digits.x_train[:b]
+    layers = [(d, h), (h, 2 * z), (z, h), (h, d)]  # encoder, then decoder
+    forward = sum(2 * b * i * o for i, o in layers)
+    # backward: a weight gradient for every layer, an input gradient for all but the first (x needs none)
+    expected = forward + forward + (forward - 2 * b * d * h)
+    assert step_flops(trainer, x[:0], digits.y_train[:0], x) == expected
+    assert all(p.grad is None for p in trainer.model.parameters())
+
+
+def test_bench_prints_a_row_per_model():
+    out = subprocess.run([sys.executable, "-m", "ssvae_core", "bench", "--dataset", "digits", "--labels", "50",
+                          "--device", "cpu"], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    rows = {r[0]: r for r in (line.split() for line in out.stdout.splitlines()) if r[:1] in (["m1"], ["m2"], ["m1m2"])}
+    assert set(rows) == {"m1", "m2", "m1m2"}
+    for r in rows.values():
+        assert float(r[1]) > 0 and float(r[2]) > 0 and float(r[3]) > 0 and 0 < float(r[4].rstrip("%")) < 100
