@@ -6,7 +6,7 @@ import copy
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -113,7 +113,6 @@ class Trainer:
         self.best_state: dict | None = None
         self.model: nn.Module | None = None
         self.latent_classifier = None  # M1 only
-        self._stage_best: dict | None = None
         self._x_val_bin: torch.Tensor | None = None
         self._stop = threading.Event()
         self.stopped = False
@@ -132,11 +131,11 @@ class Trainer:
             if self.m1_state is not None:
                 m1.load_state_dict(self.m1_state)
             else:
-                yield from self._fit(m1, self.cfg.m1_epochs, "m1", on_batch)
+                m1_best = yield from self._fit(m1, self.cfg.m1_epochs, "m1", on_batch)
+                if m1_best is not None:
+                    m1.load_state_dict(m1_best)  # the M1 epoch with the best validation ELBO
             if self._stop.is_set():
                 return
-            if self.m1_state is None and self._stage_best is not None:
-                m1.load_state_dict(self._stage_best)  # the M1 epoch with the best validation ELBO
             active = active_units(m1, self.data.x_train, self.cfg.active_threshold)
             self.cfg.model.z1_active = len(active)
             self.model = M1M2(self.data.x_dim, self.data.num_classes, self.cfg.model).to(self.device)
@@ -151,10 +150,11 @@ class Trainer:
             if kind == "m1":
                 self._evaluate_m1(self.model)
 
-    def _fit(self, model: nn.Module, n_epochs: int, stage: str, on_batch) -> Iterator[dict]:
-        """Train one stage; keep its best epoch (M1: highest validation ELBO, label-free; others: validation error)."""
+    def _fit(self, model: nn.Module, n_epochs: int, stage: str, on_batch) -> Generator[dict, None, dict | None]:
+        """Train one stage, yielding its epochs; return the state of its best epoch (M1: highest validation ELBO,
+        label-free; others: lowest validation error)."""
         cfg, data = self.cfg, self.data
-        best_score, self._stage_best = math.inf, None
+        best_score, stage_best = math.inf, None
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=cfg.lr)
         # M1 learns from every training image; the others split labelled / unlabelled
@@ -219,15 +219,16 @@ class Trainer:
             score = -rec["val_elbo"] if stage == "m1" else rec["val_error"]
             if score < best_score:
                 best_score = score
-                self._stage_best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                stage_best = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 if stage == cfg.model.kind:  # the run's own model, not the M1 stage of M1+M2
                     self.best = {"val_error": rec["val_error"], "test_error": rec["test_error"], "epoch": epoch}
-                    self.best_state = self._stage_best
+                    self.best_state = stage_best
             self.history.append(rec)
             yield rec
             if done < steps:
                 self.stopped = True
                 break
+        return stage_best
 
     def _evaluate(self, model: nn.Module, stage: str) -> dict:
         if stage == "m1":
