@@ -134,11 +134,14 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
     run = load_run(a.run_dir, device=resolve_device(a.device))
     data = load_dataset(run.cfg.dataset, a.data_dir, download=not a.no_download)
-    res = evaluate(run.model, run.cfg, data)
+    res = evaluate(run.model, run.cfg, data, generative=True)
     recorded = run.meta.get("best", {}).get("test_error")
     print(f"{a.run_dir}: {run.cfg.model.kind} on {run.cfg.dataset}, {run.cfg.labels} labels, seed {run.cfg.seed}")
     print(f"validation error {res['val_error']:.2f}%   test error {res['test_error']:.2f}%"
           + (f"   (recorded at training: {recorded:.2f}%)" if recorded is not None else ""))
+    if "generative_val_error" in res:
+        print(f"argmax_y L(x,y), the generative model's own choice of class: validation error "
+              f"{res['generative_val_error']:.2f}% (U(x) pulls q(y|x) towards it; near 90% means p(x|y,z) ignores y)")
     print("confusion matrix (rows: true class, columns: predicted):")
     for i, row in enumerate(res["confusion"]):
         print(f"  {i}: " + " ".join(f"{v:5d}" for v in row))

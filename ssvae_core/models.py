@@ -148,13 +148,17 @@ class M2(nn.Module):
         log_py = -math.log(self.num_classes)
         return {"elbo": log_px + log_py - kl_weight * kl_z, "log_px": log_px, "kl_z": kl_z}
 
-    def elbo_unlabelled(self, x: torch.Tensor, kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
-        """U(x) = sum_y q(y|x) L(x,y) + H(q(y|x)) (paper eq. 7), the exact sum over all K classes in one pass."""
+    def elbo_every_class(self, x: torch.Tensor, kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
+        """L(x,y) (paper eq. 6) and its terms for every class y at once, each b×K, in one pass."""
         b, k = x.shape[0], self.num_classes
         x_rep = x.repeat(k, 1)  # class-major: rows [c*b:(c+1)*b] carry class c
         y_rep = F.one_hot(torch.arange(k, device=x.device).repeat_interleave(b), k).to(x.dtype)
         bound = self._bound(x_rep, y_rep, *self.encoder.every_class(x, k), kl_weight)
-        terms = {n: t.view(k, b).t() for n, t in bound.items()}  # each b×k
+        return {n: t.view(k, b).t() for n, t in bound.items()}
+
+    def elbo_unlabelled(self, x: torch.Tensor, kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
+        """U(x) = sum_y q(y|x) L(x,y) + H(q(y|x)) (paper eq. 7), the exact sum over all K classes in one pass."""
+        terms = self.elbo_every_class(x, kl_weight)
         log_qy = F.log_softmax(self.classifier(x), -1)
         qy = log_qy.exp()
         entropy = -(qy * log_qy).sum(-1)
@@ -227,6 +231,10 @@ class M1M2(nn.Module):
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(y|z1) at z1 = E[z1|x]."""
         return self.m2.classify(self.z1(x, False))
+
+    def elbo_every_class(self, x: torch.Tensor, kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
+        """M2's L(z1,y) for every class y at z1 = E[z1|x], each term b×K."""
+        return self.m2.elbo_every_class(self.z1(x, False), kl_weight)
 
     def encode_z(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean of q(z2|z1,y) at z1 = E[z1|x]."""

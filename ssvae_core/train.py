@@ -70,6 +70,19 @@ def predict(model: nn.Module, x: torch.Tensor, batch: int = 2000) -> torch.Tenso
 
 
 @torch.no_grad()
+def predict_generative(model: nn.Module, x: torch.Tensor, samples: int = 4, batch: int = 1000) -> torch.Tensor:
+    """argmax_y L(x,y), L averaged over `samples` draws of z (fixed seed): the class the generative model itself
+    prefers. U(x) pulls q(y|x) towards it, so its error shows how much p(x|y,z) uses y (M2, M1+M2)."""
+    model.eval()
+    with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+        torch.manual_seed(0)
+        out = torch.cat([sum(model.elbo_every_class(x[i:i + batch])["elbo"] for _ in range(samples)).argmax(-1)
+                         for i in range(0, len(x), batch)])
+    model.train()
+    return out
+
+
+@torch.no_grad()
 def m1_features(m1: M1, x: torch.Tensor, batch: int = 5000) -> torch.Tensor:
     """Latent means of M1 for every row of x."""
     return torch.cat([m1.features(x[i:i + batch]) for i in range(0, len(x), batch)])
@@ -161,6 +174,9 @@ class Trainer:
         pool = torch.arange(len(data.x_train), device=self.device) if stage == "m1" else self.unl_idx
         steps = math.ceil(len(pool) / cfg.batch_size)
         total_steps = max(1, steps * n_epochs)
+        # beta weighs the batch mean of -log q(y|x) against the batch mean of U: 0.1*N/N_l per labelled example, as
+        # the guide reads the original code. Scaling it by N_l/N_u too (J's plain sums over each set) was measured
+        # and is worse at short budgets (README: "What each change did").
         beta = cfg.alpha * len(data.x_train) / cfg.labels
         lab_weight = len(self.lab_idx) / max(1, len(self.unl_idx)) if cfg.labelled_elbo == "dataset" else 1.0
         binarize = cfg.binarize and cfg.model.likelihood == "bernoulli" and stage != "supervised"
@@ -262,8 +278,9 @@ class Trainer:
         return errs
 
 
-def evaluate(model: nn.Module, cfg: TrainConfig, data: Dataset) -> dict:
-    """Validation and test error of a trained model, the test confusion matrix and test predictions."""
+def evaluate(model: nn.Module, cfg: TrainConfig, data: Dataset, generative: bool = False) -> dict:
+    """Validation and test error of a trained model, the test confusion matrix and test predictions
+    (generative=True, M2 and M1+M2: also the validation error of argmax_y L(x,y))."""
     device = next(model.parameters()).device
     data = data.to(device)
     if cfg.model.kind == "m1":
@@ -277,5 +294,8 @@ def evaluate(model: nn.Module, cfg: TrainConfig, data: Dataset) -> dict:
     y_test = data.y_test.cpu()
     k = data.num_classes
     confusion = torch.bincount(y_test * k + pred_test, minlength=k * k).view(k, k)  # rows: true, cols: predicted
-    return {"val_error": error_rate(pred_val, data.y_val.cpu()), "test_error": error_rate(pred_test, y_test),
-            "confusion": confusion.tolist(), "test_pred": pred_test}
+    out = {"val_error": error_rate(pred_val, data.y_val.cpu()), "test_error": error_rate(pred_test, y_test),
+           "confusion": confusion.tolist(), "test_pred": pred_test}
+    if generative and hasattr(model, "elbo_every_class"):
+        out["generative_val_error"] = error_rate(predict_generative(model, data.x_val), data.y_val)
+    return out

@@ -40,6 +40,8 @@ def test_train_eval_list_on_digits(tmp_path):
     test, recorded = recorded_and_reproduced(r.stdout)
     assert test == pytest.approx(recorded, abs=0.01)
     assert "confusion matrix" in r.stdout
+    gen = float(re.search(r"argmax_y L\(x,y\).*validation error ([\d.]+)%", r.stdout).group(1))
+    assert 0.0 <= gen <= 100.0
     r = cli("list", "--root", str(tmp_path / "checkpoints"))
     assert "m2 digits N=50" in r.stdout
 

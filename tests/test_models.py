@@ -125,3 +125,18 @@ def test_m1_elbo_and_build_model_errors():
     assert torch.allclose(t["elbo"], t["log_px"] - t["kl_z"])
     with pytest.raises(ValueError, match="Unknown model"):
         build_model(ModelConfig(kind="m3"), 12, 10)
+
+
+def test_every_class_bound_matches_labelled_bound():
+    """elbo_every_class(x)[:, y] is L(x,y) of elbo_labelled: the class-major layout puts each class in its column."""
+    torch.manual_seed(3)
+    k, b, d = 3, 5, 7
+    model = M2(d, k, ModelConfig(hidden=[16], z_dim=2))
+    with torch.no_grad():  # q(z|x,y) at the clamp's floor: z is its mean, both passes see the same z
+        model.encoder.net[-1].bias[2:].fill_(-40.0)
+        model.encoder.net[-1].weight[2:].zero_()
+    x = torch.rand(b, d).bernoulli()
+    every = model.elbo_every_class(x)["elbo"]
+    for y in range(k):
+        lab = model.elbo_labelled(x, F.one_hot(torch.full((b,), y), k).float())["elbo"]
+        assert torch.allclose(every[:, y], lab, atol=1e-3)
