@@ -34,18 +34,15 @@ def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> flo
     return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
-def step_flops(trainer: Trainer, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor) -> float:
-    """Matmul FLOPs of one training step, forward and backward, counted by torch's FlopCounterMode."""
+def step_flops(trainer: Trainer, li: torch.Tensor, u: torch.Tensor) -> float:
+    """Matmul FLOPs of one training step (the trainer's own batch_terms), forward and backward, by FlopCounterMode."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = trainer.model
+    model, kind = trainer.model, trainer.cfg.model.kind
+    q_z1 = model.q_z1(trainer.data.x_train) if kind == "m1m2" else None  # computed once per run, as in training
     counter = FlopCounterMode(display=False)
     with counter:
-        if trainer.cfg.model.kind == "m1m2":  # as in training: z1 sampled from q(z1|x) computed once per run
-            terms = model.loss_z1(model.q_z1(x_l), y_l, model.q_z1(x_u), 1.0)
-        else:
-            terms = model.loss(x_l, y_l, x_u, 1.0)
-        terms["loss"].backward()
+        trainer.batch_terms(model, kind, li, u, q_z1, 1.0)["loss"].backward()
     model.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
 
@@ -57,10 +54,7 @@ def bench_model(kind: str, data, device: str, labels: int, epochs: int) -> dict:
     trainer = Trainer(cfg, data)
     history = list(trainer.epochs())
     rec = history[-1]
-    li, ui = trainer.lab_idx[: cfg.labelled_batch], trainer.unl_idx[: cfg.batch_size]
-    d = trainer.data
-    x_l = d.x_train[li][:0] if kind == "m1" else d.x_train[li]
-    flops = step_flops(trainer, x_l, d.y_train[li][: len(x_l)], d.x_train[ui])
+    flops = step_flops(trainer, trainer.lab_idx[: cfg.labelled_batch], trainer.unl_idx[: cfg.batch_size])
     steps_per_s = rec["images_per_s"] / cfg.batch_size
     return {"model": kind, "seconds_per_epoch": rec["seconds"], "images_per_s": rec["images_per_s"],
             "gflops": flops * steps_per_s / 1e9}

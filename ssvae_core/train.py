@@ -179,7 +179,6 @@ class Trainer:
         # and is worse at short budgets (README: "What each change did").
         beta = cfg.alpha * len(data.x_train) / cfg.labels
         lab_weight = len(self.lab_idx) / max(1, len(self.unl_idx)) if cfg.labelled_elbo == "dataset" else 1.0
-        binarize = cfg.binarize and cfg.model.likelihood == "bernoulli" and stage != "supervised"
         q_z1 = None  # M1+M2: q(z1|x) of every training image, computed once (M1 is frozen); z1 is sampled per step
         if stage == "m1m2":
             q_z1 = torch.cat([model.q_z1(data.x_train[i:i + 5000]) for i in range(0, len(data.x_train), 5000)])
@@ -200,16 +199,7 @@ class Trainer:
                 li = self.lab_idx[torch.randint(len(self.lab_idx), (cfg.labelled_batch,), device=self.device)]
                 kl_weight = min(1.0, ((epoch - 1) * steps + step + 1) / (cfg.kl_warmup * steps)) if cfg.kl_warmup > 0 \
                     else 1.0
-                y_l = data.y_train[li]
-                if q_z1 is not None:
-                    terms = model.loss_z1(q_z1[li], y_l, q_z1[u], beta, kl_weight, lab_weight)
-                else:
-                    x_u, x_l = data.x_train[u], data.x_train[li]
-                    if stage == "m1":
-                        x_l, y_l = x_l[:0], y_l[:0]
-                    if binarize:
-                        x_u, x_l = torch.bernoulli(x_u), torch.bernoulli(x_l)
-                    terms = model.loss(x_l, y_l, x_u, beta, kl_weight, lab_weight)
+                terms = self.batch_terms(model, stage, li, u, q_z1, beta, kl_weight, lab_weight)
                 if not torch.isfinite(terms["loss"]):
                     model.load_state_dict(last_good)
                     raise TrainingError(f"The loss became {terms['loss'].item()} at epoch {epoch}, batch {step + 1} "
@@ -245,6 +235,21 @@ class Trainer:
                 self.stopped = True
                 break
         return stage_best
+
+    def batch_terms(self, model: nn.Module, stage: str, li: torch.Tensor, u: torch.Tensor, q_z1: torch.Tensor | None,
+                    beta: float, kl_weight: float = 1.0, lab_weight: float = 1.0) -> dict[str, torch.Tensor]:
+        """The loss terms of one step on labelled rows `li` and unlabelled rows `u` of the training set: J^alpha
+        (paper eq. 9) on binarised pixels or, for M1+M2, on z1 sampled from its q(z1|x) rows `q_z1`; M1: its ELBO."""
+        data, cfg = self.data, self.cfg
+        y_l = data.y_train[li]
+        if q_z1 is not None:
+            return model.loss_z1(q_z1[li], y_l, q_z1[u], beta, kl_weight, lab_weight)
+        x_u, x_l = data.x_train[u], data.x_train[li]
+        if stage == "m1":
+            x_l, y_l = x_l[:0], y_l[:0]
+        if cfg.binarize and cfg.model.likelihood == "bernoulli" and stage != "supervised":
+            x_u, x_l = torch.bernoulli(x_u), torch.bernoulli(x_l)
+        return model.loss(x_l, y_l, x_u, beta, kl_weight, lab_weight)
 
     def _evaluate(self, model: nn.Module, stage: str) -> dict:
         if stage == "m1":
