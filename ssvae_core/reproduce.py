@@ -78,6 +78,12 @@ def _with_recipe(a: argparse.Namespace, model: str) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(a), **{k: v for k, v in RECIPE[model].items() if getattr(a, k) is None}})
 
 
+def _stopped() -> int:
+    """Ctrl-C or `kill` ends the whole grid, not only the run in progress."""
+    print("Stopped. Finished runs are kept; the same command resumes (the stopped run starts over).")
+    return 1
+
+
 def cmd_reproduce(a: argparse.Namespace) -> int:
     from ssvae_core.cli import config_from_args, run_training
 
@@ -91,7 +97,8 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
         print(f"== M1 (shared by every M1+M2 run) -> {m1_dir}")
         m1_cfg = config_from_args(_with_recipe(a, "m1"), "m1", labels[0], 0, a.dataset)
         m1_cfg.epochs = a.m1_epochs
-        run_training(m1_cfg, data, m1_dir)
+        if run_training(m1_cfg, data, m1_dir).get("stopped"):
+            return _stopped()
     rows = []
     for model in models:
         for n in labels:
@@ -104,6 +111,8 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
                     cfg = config_from_args(_with_recipe(a, model), model, n, seed, a.dataset)
                     meta = run_training(cfg, data, run_dir, m1_run=str(m1_dir) if model == "m1m2" else None,
                                         half=a.half)
+                    if meta.get("stopped"):
+                        return _stopped()
                     print(f"   done in {time.time() - t0:.0f}s: test error {meta['best']['test_error']:.2f}%")
                 else:
                     print(f"== {LABEL[model]} N={n} seed={seed}: finished earlier, reusing {run_dir}")

@@ -34,3 +34,28 @@ def test_epochs_to_paper_reads_the_history():
     assert _to_paper([{"to_paper": 2}, {"to_paper": 4}]) == "3"
     assert _to_paper([{"to_paper": 2}, {"to_paper": None}]) == "2 (1/2)"
     assert _to_paper([{"to_paper": None}]) == "-"
+
+
+def test_a_stopped_run_ends_the_whole_grid(tmp_path):
+    """SIGTERM stops the run in progress, saves it as stopped, and does not go on to the next run."""
+    import os
+    import signal
+
+    args = [sys.executable, "-m", "ssvae_core", "reproduce", "--dataset", "digits", "--models", "m2",
+            "--labels", "50", "--seeds", "0,1", "--epochs", "500", "--hidden", "32", "--z-dim", "4",
+            "--device", "cpu", "--out", str(tmp_path / "runs")]
+    with open(tmp_path / "stderr.txt", "w") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        out = []
+        for line in proc.stdout:  # the first run is training: stop the whole command
+            out.append(line)
+            if "[m2] epoch" in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        out.append(proc.stdout.read())
+        proc.wait(timeout=120)
+    out = "".join(out)
+    assert proc.returncode == 1, (tmp_path / "stderr.txt").read_text()
+    assert "Stopped." in out and "seed=1" not in out
+    assert {p.name for p in (tmp_path / "runs").iterdir()} == {"m2-n50-s0"}  # saved, marked stopped
