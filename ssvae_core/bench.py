@@ -39,7 +39,7 @@ def step_flops(trainer: Trainer, li: torch.Tensor, u: torch.Tensor) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     model, kind = trainer.model, trainer.cfg.model.kind
-    q_z1 = model.q_z1(trainer.data.x_train) if kind == "m1m2" else None  # computed once per run, as in training
+    q_z1 = trainer.q_z1_train(model) if kind == "m1m2" else None  # outside the count: once per run, as in training
     counter = FlopCounterMode(display=False)
     with counter:
         trainer.batch_terms(model, kind, li, u, q_z1, 1.0)["loss"].backward()

@@ -179,9 +179,7 @@ class Trainer:
         # and is worse at short budgets (README: "What each change did").
         beta = cfg.alpha * len(data.x_train) / cfg.labels
         lab_weight = len(self.lab_idx) / max(1, len(self.unl_idx)) if cfg.labelled_elbo == "dataset" else 1.0
-        q_z1 = None  # M1+M2: q(z1|x) of every training image, computed once (M1 is frozen); z1 is sampled per step
-        if stage == "m1m2":
-            q_z1 = torch.cat([model.q_z1(data.x_train[i:i + 5000]) for i in range(0, len(data.x_train), 5000)])
+        q_z1 = self.q_z1_train(model) if stage == "m1m2" else None
         last_good = copy.deepcopy(model.state_dict())
         for epoch in range(1, n_epochs + 1):
             t0 = time.perf_counter()
@@ -236,18 +234,27 @@ class Trainer:
                 break
         return stage_best
 
+    def q_z1_train(self, model: M1M2) -> torch.Tensor:
+        """M1+M2: q(z1|x) of every training image, computed once per run (M1 is frozen); z1 is sampled per step."""
+        x = self.data.x_train
+        return torch.cat([model.q_z1(x[i:i + 5000]) for i in range(0, len(x), 5000)])
+
+    def binarizes(self, stage: str) -> bool:
+        """Dynamic binarisation of the pixels: Bernoulli pixel models only, never the supervised baseline."""
+        return self.cfg.binarize and self.cfg.model.likelihood == "bernoulli" and stage != "supervised"
+
     def batch_terms(self, model: nn.Module, stage: str, li: torch.Tensor, u: torch.Tensor, q_z1: torch.Tensor | None,
                     beta: float, kl_weight: float = 1.0, lab_weight: float = 1.0) -> dict[str, torch.Tensor]:
         """The loss terms of one step on labelled rows `li` and unlabelled rows `u` of the training set: J^alpha
         (paper eq. 9) on binarised pixels or, for M1+M2, on z1 sampled from its q(z1|x) rows `q_z1`; M1: its ELBO."""
-        data, cfg = self.data, self.cfg
+        data = self.data
         y_l = data.y_train[li]
         if q_z1 is not None:
             return model.loss_z1(q_z1[li], y_l, q_z1[u], beta, kl_weight, lab_weight)
         x_u, x_l = data.x_train[u], data.x_train[li]
         if stage == "m1":
             x_l, y_l = x_l[:0], y_l[:0]
-        if cfg.binarize and cfg.model.likelihood == "bernoulli" and stage != "supervised":
+        if self.binarizes(stage):
             x_u, x_l = torch.bernoulli(x_u), torch.bernoulli(x_l)
         return model.loss(x_l, y_l, x_u, beta, kl_weight, lab_weight)
 
@@ -264,8 +271,7 @@ class Trainer:
         if self._x_val_bin is None:
             x = self.data.x_val
             gen = torch.Generator(device=x.device).manual_seed(1234)
-            binarize = self.cfg.binarize and self.cfg.model.likelihood == "bernoulli"
-            self._x_val_bin = torch.bernoulli(x, generator=gen) if binarize else x
+            self._x_val_bin = torch.bernoulli(x, generator=gen) if self.binarizes("m1") else x
         m1.eval()
         elbo = torch.cat([m1.elbo(self._x_val_bin[i:i + 2000])["elbo"] for i in range(0, len(self._x_val_bin), 2000)])
         m1.train()
