@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
     if getattr(a, "data_dir", None) is None and hasattr(a, "data_dir"):
         a.data_dir = str(default_data_root())
+    from ssvae_core.train import flush_denormals
+
+    flush_denormals()  # before the first torch operation starts torch's worker threads
     try:
         return a.func(a)
     except (DataError, CheckpointError, TrainingError) as exc:

@@ -21,7 +21,7 @@ import torch
 
 from ssvae_core.data import MNIST_FILES, Dataset, load_dataset
 from ssvae_core.errors import CheckpointError, DataError, TrainingError
-from ssvae_core.train import TrainConfig, Trainer
+from ssvae_core.train import TrainConfig, Trainer, flush_denormals
 
 RUNNING, STOPPING, STOPPED, DONE, FAILED = "running", "stopping", "stopped", "done", "failed"
 ACTIVE = (RUNNING, STOPPING)
@@ -129,6 +129,7 @@ class Job:
     def _run(self, data: Dataset | None) -> None:
         """Thread body: load data, train epoch by epoch, save the best model, record the outcome."""
         trainer = None
+        flush_denormals()
         try:
             if data is None:
                 data = load_dataset(self.cfg.dataset, self.data_root, download=False)

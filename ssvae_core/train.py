@@ -51,6 +51,13 @@ class TrainConfig:
         return asdict(self)
 
 
+def flush_denormals() -> None:
+    """Treat denormal floats as zero on the CPU. They take a slow path: without this an M1+M2 epoch slowed from
+    5 s to 23 s over 24 epochs (README: Throughput). The flag is per thread, and torch's worker threads copy it
+    when they are created, so call this at the start of a thread, before its first torch operation."""
+    torch.set_flush_denormal(True)
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA when present, else CPU."""
     if name == "auto":
@@ -138,6 +145,7 @@ class Trainer:
     def epochs(self, on_batch: Callable[[int, int], None] | None = None) -> Iterator[dict]:
         """Run training, yielding one history record per epoch (M1+M2: M1 stage first)."""
         torch.manual_seed(self.cfg.seed)
+        flush_denormals()
         kind = self.cfg.model.kind
         if kind == "m1m2":
             m1 = M1(self.data.x_dim, self.cfg.model).to(self.device)

@@ -1,6 +1,7 @@
 """The training loop on the embedded digits set: history, stop, NaN handling, model selection."""
 
 import math
+import threading
 
 import pytest
 import torch
@@ -159,3 +160,20 @@ def test_generative_prediction_is_the_class_the_decoder_explains_best():
         x[i, c * block:(c + 1) * block] = 1.0
     assert torch.equal(predict_generative(model, x), y)
     assert not torch.equal(predict(model, x), y)  # q(y|x) is untrained: only the generative choice is right
+
+
+def test_training_thread_flushes_denormals_to_zero(digits):
+    """Denormal floats are slow on the CPU; a training thread treats them as zero (the flag is per thread)."""
+    seen = {}
+
+    def train_then_look():
+        torch.set_flush_denormal(False)  # a new thread copies its creator's flag, which other tests may have set
+        tiny = torch.tensor([1e-39])  # below float32's smallest normal, 1.2e-38
+        seen["before"] = (tiny * 1.0).item()
+        list(Trainer(small_cfg("supervised", epochs=1), digits).epochs())
+        seen["after"] = (tiny * 1.0).item()
+
+    t = threading.Thread(target=train_then_look)
+    t.start()
+    t.join()
+    assert seen["before"] > 0 and seen["after"] == 0.0
