@@ -143,4 +143,4 @@ def add_parser(sub) -> None:
     p.add_argument("--dataset", default="mnist", help="mnist (the paper's Table 1) or another for a quick check")
     p.add_argument("--out", default="runs/table1", help="folder for the runs (finished runs are reused)")
     add_train_args(p)
-    p.set_defaults(func=cmd_reproduce, epochs=None, lr=None, lr_final=None, m1_epochs=60)  # None: the RECIPE's
+    p.set_defaults(func=cmd_reproduce, epochs=None, lr=None, lr_final=None, m1_epochs=150)  # None: the RECIPE's

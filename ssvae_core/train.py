@@ -34,6 +34,7 @@ class TrainConfig:
     lr_final: float = 0.0  # >0: cosine decay from lr to lr_final over the run
     kl_warmup: float = 0.0  # epochs over which the KL weight rises linearly from 0 to 1 (0: the plain bound)
     labelled_elbo: str = "dataset"  # "batch": mean L(x,y) weighs like mean U(x); "dataset": times N_l/N_u, as in J
+    ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights, this decay per step
     alpha: float = 0.1  # J^alpha with alpha = 0.1 * N: beta = alpha * N_total / N_labelled per labelled example
     binarize: bool = True  # dynamic binarisation for Bernoulli pixel models
     active_threshold: float = 0.01  # M1+M2: z1 units whose mean varies less than this are pruned
@@ -56,6 +57,14 @@ def flush_denormals() -> None:
     5 s to 23 s over 24 epochs (README: Throughput). The flag is per thread, and torch's worker threads copy it
     when they are created, so call this at the start of a thread, before its first torch operation."""
     torch.set_flush_denormal(True)
+
+
+@torch.no_grad()
+def ema_update(averaged: nn.Module, model: nn.Module, decay: float) -> None:
+    """Polyak averaging: theta_avg <- decay * theta_avg + (1 - decay) * theta, for the trained parameters."""
+    for a, p in zip(averaged.parameters(), model.parameters(), strict=True):
+        if p.requires_grad:
+            a.lerp_(p, 1.0 - decay)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -189,6 +198,9 @@ class Trainer:
         lab_weight = len(self.lab_idx) / max(1, len(self.unl_idx)) if cfg.labelled_elbo == "dataset" else 1.0
         q_z1 = self.q_z1_train(model) if stage == "m1m2" else None
         last_good = copy.deepcopy(model.state_dict())
+        averaged = self._averaged(model) if cfg.ema > 0 else None
+        evaluated = averaged if averaged is not None else model  # the weights evaluated and kept
+        updates = 0
         for epoch in range(1, n_epochs + 1):
             t0 = time.perf_counter()
             sums: dict[str, float] = {}
@@ -214,6 +226,9 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
                 terms["loss"].backward()
                 opt.step()
+                if averaged is not None:
+                    updates += 1
+                    ema_update(averaged, model, min(cfg.ema, (1 + updates) / (10 + updates)))
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v.detach()
                 done += 1
@@ -227,11 +242,13 @@ class Trainer:
             seconds = time.perf_counter() - t0
             rec.update(stage=stage, epoch=epoch, seconds=seconds, images_per_s=done * cfg.batch_size / seconds,
                        lr=opt.param_groups[0]["lr"], complete=done == steps)
-            rec.update(self._evaluate(model, stage))
+            rec.update(self._evaluate(evaluated, stage))
+            if averaged is not None:  # the raw weights too, to see what the averaging gains
+                rec.update({f"raw_{k}": v for k, v in self._evaluate(model, stage).items()})
             score = -rec["val_elbo"] if stage == "m1" else rec["val_error"]
             if score < best_score:
                 best_score = score
-                stage_best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                stage_best = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
                 if stage == cfg.model.kind:  # the run's own model, not the M1 stage of M1+M2
                     self.best = {"val_error": rec["val_error"], "test_error": rec["test_error"], "epoch": epoch}
                     self.best_state = stage_best
@@ -241,6 +258,13 @@ class Trainer:
                 self.stopped = True
                 break
         return stage_best
+
+    @staticmethod
+    def _averaged(model: nn.Module) -> nn.Module:
+        """A frozen copy of `model` to hold the moving average of its weights."""
+        averaged = copy.deepcopy(model)
+        averaged.requires_grad_(False)
+        return averaged
 
     def q_z1_train(self, model: M1M2) -> torch.Tensor:
         """M1+M2: q(z1|x) of every training image, computed once per run (M1 is frozen); z1 is sampled per step."""

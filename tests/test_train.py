@@ -177,3 +177,29 @@ def test_training_thread_flushes_denormals_to_zero(digits):
     t.start()
     t.join()
     assert seen["before"] > 0 and seen["after"] == 0.0
+
+
+def test_ema_update_moves_each_trained_weight_towards_the_model():
+    from torch import nn
+
+    from ssvae_core.train import ema_update
+
+    model, averaged = nn.Linear(3, 2), nn.Linear(3, 2)
+    model.bias.requires_grad_(False)  # frozen weights are left alone
+    before_w, before_b = averaged.weight.detach().clone(), averaged.bias.detach().clone()
+    ema_update(averaged, model, 0.9)
+    assert torch.allclose(averaged.weight, 0.9 * before_w + 0.1 * model.weight.detach())
+    assert torch.equal(averaged.bias, before_b)
+
+
+def test_ema_keeps_the_averaged_weights_and_leaves_training_unchanged(digits):
+    """--ema evaluates and saves the moving average; the raw weights train exactly as without it."""
+    plain = list(Trainer(small_cfg("m2", epochs=3), digits).epochs())
+    trainer = Trainer(small_cfg("m2", epochs=3, ema=0.99), digits)
+    averaged = list(trainer.epochs())
+    assert [h["loss"] for h in averaged] == [h["loss"] for h in plain]
+    assert [h["raw_val_error"] for h in averaged] == [h["val_error"] for h in plain]
+    assert [h["val_error"] for h in averaged] != [h["val_error"] for h in plain]
+    assert trainer.best["val_error"] == min(h["val_error"] for h in averaged)  # chosen on the averaged weights
+    res = evaluate(trainer.model, trainer.cfg, digits)  # ...and those are the weights kept
+    assert res["val_error"] == pytest.approx(trainer.best["val_error"], abs=1e-4)
