@@ -40,6 +40,31 @@ def _done(run_dir: Path) -> dict | None:
     return None if meta.get("stopped") else meta
 
 
+IGNORED = {"device", "m1_epochs", "model.z1_active"}  # settings that do not change what a finished run is
+
+
+def _flat(cfg: dict) -> dict:
+    """A run's config with the model's fields as model.NAME."""
+    return {**{k: v for k, v in cfg.items() if k != "model"}, **{f"model.{k}": v for k, v in cfg["model"].items()}}
+
+
+def differences(meta: dict, cfg, ignore: set[str] = frozenset(), m1_dir: Path | None = None) -> list[str]:
+    """How a finished run's settings differ from those asked for, e.g. ['epochs 40 (asked 200)']; [] if none."""
+    old = _flat(type(cfg).from_dict(meta["config"]).to_dict())  # settings added since then take their defaults
+    new = _flat(cfg.to_dict())
+    out = [f"{k} {old.get(k)} (asked {v})" for k, v in new.items() if k not in IGNORED | ignore and old.get(k) != v]
+    if m1_dir is not None and meta.get("m1_run") and Path(meta["m1_run"]).resolve() != m1_dir.resolve():
+        out.append(f"M1 {meta['m1_run']} (asked {m1_dir})")
+    return out
+
+
+def _refuse(run_dir: Path, diffs: list[str]) -> int:
+    """A finished run with other settings is never reused silently, nor overwritten."""
+    print(f"{run_dir} was trained with other settings: {', '.join(diffs)}.\n"
+          "Give the same flags as then, another --out, or delete that folder to train it again.")
+    return 1
+
+
 def epochs_to(history: list[dict], stage: str, target: float | None) -> int | None:
     """The first epoch of `stage` whose test error is at or below `target` (None: never, or no target)."""
     if target is None:
@@ -93,22 +118,28 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     seeds = [int(s) for s in a.seeds.split(",")]
     data = load_dataset(a.dataset, a.data_dir, download=not a.no_download)
     m1_dir = Path(a.m1_run) if a.m1_run else out / "m1"
-    if "m1m2" in models and not a.m1_run and _done(m1_dir) is None:
-        print(f"== M1 (shared by every M1+M2 run) -> {m1_dir}")
+    if "m1m2" in models and not a.m1_run:
         m1_cfg = config_from_args(_with_recipe(a, "m1"), "m1", labels[0], 0, a.dataset)
         m1_cfg.epochs = a.m1_epochs
-        if run_training(m1_cfg, data, m1_dir).get("stopped"):
-            return _stopped()
+        m1_meta = _done(m1_dir)
+        if m1_meta is None:
+            print(f"== M1 (shared by every M1+M2 run) -> {m1_dir}")
+            if run_training(m1_cfg, data, m1_dir).get("stopped"):
+                return _stopped()
+        elif diffs := differences(m1_meta, m1_cfg, ignore={"labels"}):  # M1 is label-free
+            return _refuse(m1_dir, diffs)
     rows = []
     for model in models:
         for n in labels:
             for seed in seeds:
                 run_dir = out / f"{model}-n{n}-s{seed}"
                 meta = _done(run_dir)
+                cfg = config_from_args(_with_recipe(a, model), model, n, seed, a.dataset)
+                if meta is not None and (diffs := differences(meta, cfg, m1_dir=m1_dir if model == "m1m2" else None)):
+                    return _refuse(run_dir, diffs)
                 if meta is None:
                     print(f"== {LABEL[model]} N={n} seed={seed} -> {run_dir}")
                     t0 = time.time()
-                    cfg = config_from_args(_with_recipe(a, model), model, n, seed, a.dataset)
                     meta = run_training(cfg, data, run_dir, m1_run=str(m1_dir) if model == "m1m2" else None,
                                         half=a.half)
                     if meta.get("stopped"):

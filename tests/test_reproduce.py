@@ -23,6 +23,19 @@ def test_reproduce_trains_then_resumes(tmp_path):
     assert first.stdout.split("model chosen on validation")[1] == table
 
 
+def test_a_finished_run_with_other_settings_is_neither_reused_nor_overwritten(tmp_path):
+    args = [sys.executable, "-m", "ssvae_core", "reproduce", "--dataset", "digits", "--models", "m2", "--labels", "50",
+            "--seeds", "0", "--hidden", "32", "--z-dim", "4", "--device", "cpu", "--out", str(tmp_path)]
+    first = subprocess.run([*args, "--epochs", "1"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert first.returncode == 0, first.stderr
+    saved = (tmp_path / "m2-n50-s0" / "run.json").read_bytes()
+    again = subprocess.run([*args, "--epochs", "2", "--lr", "0.01"], capture_output=True, text=True, cwd=ROOT,
+                           timeout=600)
+    assert again.returncode == 1 and "done in" not in again.stdout
+    assert "m2-n50-s0 was trained with other settings: epochs 1 (asked 2), lr 0.001 (asked 0.01)" in again.stdout
+    assert (tmp_path / "m2-n50-s0" / "run.json").read_bytes() == saved
+
+
 def test_epochs_to_paper_reads_the_history():
     from ssvae_core.reproduce import _to_paper, epochs_to
 
