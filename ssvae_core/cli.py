@@ -1,4 +1,4 @@
-"""Command line: python -m ssvae_core {train,eval,list,bench,reproduce} ..."""
+"""Command line: python -m ssvae_core {train,eval,export,list,bench,probe,reproduce} ..."""
 
 from __future__ import annotations
 
@@ -206,9 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default="checkpoints")
     p.set_defaults(func=cmd_list)
 
-    from ssvae_core import bench, reproduce
+    from ssvae_core import bench, probe, reproduce
 
     bench.add_parser(sub)
+    probe.add_parser(sub)
     reproduce.add_parser(sub)
 
     a = parser.parse_args(argv)
