@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ssvae_core.data import Dataset, label_split, load_dataset
-from ssvae_core.models import M1, ModelConfig, mlp
+from ssvae_core.models import M1, mlp
 from ssvae_core.train import active_units, error_rate, fit_latent_classifier, m1_features
 
 
@@ -21,8 +21,9 @@ def probe(m1: M1, data: Dataset, budgets: tuple[int, ...] = (100, 1000, 10000), 
           threshold: float = 0.01, seed: int = 0) -> dict:
     """Validation errors on M1's active latent means: 3-NN with each label budget, and an MLP with every label."""
     torch.manual_seed(seed)
-    active = active_units(m1, data.x_train, threshold)
-    z_train, z_val = m1_features(m1, data.x_train)[:, active], m1_features(m1, data.x_val)[:, active]
+    z_train = m1_features(m1, data.x_train)
+    active = active_units(z_train, threshold)
+    z_train, z_val = z_train[:, active], m1_features(m1, data.x_val)[:, active]
     knn = {}
     for n in budgets:
         if n <= len(data.y_train) and n % data.num_classes == 0:
@@ -43,13 +44,10 @@ def probe(m1: M1, data: Dataset, budgets: tuple[int, ...] = (100, 1000, 10000), 
 
 
 def cmd_probe(a: argparse.Namespace) -> int:
-    from ssvae_core.checkpoints import m1_state_from_run
+    from ssvae_core.checkpoints import m1_from_run
 
-    state, fields = m1_state_from_run(a.run_dir)
+    m1, fields = m1_from_run(a.run_dir)
     data = load_dataset(fields["dataset"], a.data_dir, download=not a.no_download)
-    m1 = M1(data.x_dim, ModelConfig(m1_hidden=fields["m1_hidden"], m1_z_dim=fields["m1_z_dim"],
-                                    activation=fields["activation"]))
-    m1.load_state_dict(state)
     m1.requires_grad_(False)
     r = probe(m1, data, epochs=a.epochs)
     print(f"{a.run_dir}: {r['active']} active z1 units; validation error on their means:")

@@ -120,9 +120,10 @@ def error_rate(pred: torch.Tensor | np.ndarray, y: torch.Tensor) -> float:
     return 100.0 * (pred != y).float().mean().item()
 
 
-def active_units(m1: M1, x: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Indices of z1 units whose posterior mean varies across the data by more than `threshold` (Burda et al.)."""
-    var = m1_features(m1, x).var(0)
+def active_units(z: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Indices of the z1 units whose posterior means `z` (one row per image) vary by more than `threshold` (Burda
+    et al.)."""
+    var = z.var(0)
     idx = torch.nonzero(var > threshold).flatten()
     return idx if len(idx) else torch.arange(len(var), device=var.device)
 
@@ -166,7 +167,7 @@ class Trainer:
                     m1.load_state_dict(m1_best)  # the M1 epoch with the best validation ELBO
             if self._stop.is_set():
                 return
-            active = active_units(m1, self.data.x_train, self.cfg.active_threshold)
+            active = active_units(m1_features(m1, self.data.x_train), self.cfg.active_threshold)
             self.cfg.model.z1_active = len(active)
             self.model = M1M2(self.data.x_dim, self.data.num_classes, self.cfg.model).to(self.device)
             self.model.m1.load_state_dict(m1.state_dict())

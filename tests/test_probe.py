@@ -2,7 +2,7 @@
 
 import re
 
-from ssvae_core.train import Trainer, active_units
+from ssvae_core.train import Trainer, active_units, m1_features
 from tests.test_cli import cli
 from tests.test_train import small_cfg
 
@@ -13,7 +13,7 @@ def test_probe_measures_the_features_of_a_trained_m1(digits):
     trainer = Trainer(small_cfg("m1", epochs=8), digits)
     list(trainer.epochs())
     r = probe(trainer.model, digits, budgets=(50, 7, 100000), epochs=300)  # 1,197 images: 12 steps an epoch
-    assert r["active"] == len(active_units(trainer.model, digits.x_train, 0.01))
+    assert r["active"] == len(active_units(m1_features(trainer.model, digits.x_train), 0.01))
     assert set(r["knn"]) == {50}  # budgets that cannot be drawn evenly (7) or at all (100000) are skipped
     # every label beats ten per class, and both beat chance (90%) by far
     assert r["all_labels"] < r["knn"][50] < 60.0
