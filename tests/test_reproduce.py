@@ -72,3 +72,28 @@ def test_a_stopped_run_ends_the_whole_grid(tmp_path):
     assert proc.returncode == 1, (tmp_path / "stderr.txt").read_text()
     assert "Stopped." in out and "seed=1" not in out
     assert {p.name for p in (tmp_path / "runs").iterdir()} == {"m2-n50-s0"}  # saved, marked stopped
+
+
+def _reproduce_args(*flags: str):
+    import argparse
+
+    from ssvae_core import reproduce
+
+    parser = argparse.ArgumentParser()
+    reproduce.add_parser(parser.add_subparsers())
+    return parser.parse_args(["reproduce", *flags])
+
+
+def test_each_model_takes_its_own_recipe_unless_a_flag_is_given():
+    from ssvae_core.cli import config_from_args
+    from ssvae_core.reproduce import RECIPE, _with_recipe
+
+    assert RECIPE["m2"]["hidden"] != RECIPE["m1m2"]["hidden"]  # else this test could not tell them apart
+    a = _reproduce_args()
+    for model in ("m2", "m1m2", "supervised"):
+        cfg = config_from_args(_with_recipe(a, model), model, 100, 0, "mnist")
+        assert (cfg.epochs, cfg.lr, cfg.lr_final, cfg.model.hidden) == tuple(
+            RECIPE[model][k] for k in ("epochs", "lr", "lr_final", "hidden"))
+    given = _reproduce_args("--hidden", "32", "--epochs", "3")
+    cfg = config_from_args(_with_recipe(given, "m2"), "m2", 100, 0, "mnist")
+    assert (cfg.model.hidden, cfg.epochs, cfg.lr) == ([32], 3, RECIPE["m2"]["lr"])
