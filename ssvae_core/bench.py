@@ -3,7 +3,7 @@
 `python -m ssvae_core bench` prints, for M1, M2 and M1+M2 on the current device, the time of one
 full training epoch, the images per second, the GFLOP/s the loop reaches (matmul FLOPs of a step,
 forward and backward, counted by torch's FlopCounterMode) and that as a fraction of the machine's
-measured float32 matmul throughput.
+measured float32 matmul throughput. Each model has the hidden sizes of its `reproduce` recipe.
 """
 
 from __future__ import annotations
@@ -48,9 +48,12 @@ def step_flops(trainer: Trainer, li: torch.Tensor, u: torch.Tensor) -> float:
 
 
 def bench_model(kind: str, data, device: str, labels: int, epochs: int) -> dict:
-    """Train `kind` for `epochs` real epochs (M1+M2: one M1 epoch first) and measure the last one."""
-    cfg = TrainConfig(model=ModelConfig(kind=kind), dataset=data.name, labels=labels, epochs=epochs,
-                      m1_epochs=1, device=device)
+    """Train `kind`, shaped as `reproduce`'s recipe, for `epochs` real epochs (M1+M2: one M1 epoch first) and
+    measure the last one."""
+    from ssvae_core.reproduce import RECIPE
+
+    model = ModelConfig(kind=kind, hidden=RECIPE[kind]["hidden"])
+    cfg = TrainConfig(model=model, dataset=data.name, labels=labels, epochs=epochs, m1_epochs=1, device=device)
     trainer = Trainer(cfg, data)
     history = list(trainer.epochs())
     rec = history[-1]

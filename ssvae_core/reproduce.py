@@ -25,6 +25,7 @@ RECIPE = {  # per-model defaults of `reproduce` (measured in the README); any fl
     "m1m2": {"epochs": 200, "lr": 3e-3, "lr_final": 3e-4, "hidden": [500]},
     "supervised": {"epochs": 20, "lr": 1e-3, "lr_final": 1e-4, "hidden": [500, 500]},  # M2's q(y|x) alone
 }
+M1_EPOCHS = 150  # the shared M1's epochs (--m1-epochs)
 LABEL = {"m1": "M1", "m2": "M2", "m1m2": "M1+M2", "supervised": "supervised"}
 
 
@@ -103,6 +104,13 @@ def _with_recipe(a: argparse.Namespace, model: str) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(a), **{k: v for k, v in RECIPE[model].items() if getattr(a, k) is None}})
 
 
+def recipe_settings(model: str) -> dict:
+    """What `reproduce` trains `model` with: epochs, m1_epochs, lr, lr_final, hidden (the Train page offers these)."""
+    r = RECIPE[model]
+    return {"epochs": r.get("epochs", M1_EPOCHS), "m1_epochs": M1_EPOCHS, "lr": r["lr"], "lr_final": r["lr_final"],
+            "hidden": list(r["hidden"])}
+
+
 def _stopped() -> int:
     """Ctrl-C or `kill` ends the whole grid, not only the run in progress."""
     print("Stopped. Finished runs are kept; the same command resumes (the stopped run starts over).")
@@ -175,4 +183,4 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="runs/table1", help="folder for the runs (finished runs are reused)")
     add_train_args(p)
     # None: the model's RECIPE fills it
-    p.set_defaults(func=cmd_reproduce, epochs=None, lr=None, lr_final=None, hidden=None, m1_epochs=150)
+    p.set_defaults(func=cmd_reproduce, epochs=None, lr=None, lr_final=None, hidden=None, m1_epochs=M1_EPOCHS)

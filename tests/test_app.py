@@ -155,12 +155,13 @@ def test_train_starts_and_stops(monkeypatch, tmp_path):
     at.number_input(key="tr_epochs").set_value(200)
     at.text_input(key="tr_hidden").set_value("32")
     at.number_input(key="tr_batch").set_value(300)
+    at.number_input(key="tr_lr_final").set_value(1e-4)
     at.run()
     start = next(b for b in at.button if b.label == "Start training")
     start.click().run()
     assert_clean(at, "train")
     job = jobs.get_job(at.session_state["owner"])
-    assert job is not None and job.cfg.dataset == "digits"
+    assert job is not None and job.cfg.dataset == "digits" and job.cfg.lr_final == pytest.approx(1e-4)
 
     def epochs_done() -> int:
         """Rerun the page and read the 'Epochs done' metric."""
@@ -180,3 +181,21 @@ def test_train_starts_and_stops(monkeypatch, tmp_path):
     saved = [p for p in root.iterdir() if (p / "model.pt").is_file()]
     assert len(saved) == 1 and saved[0].name.startswith("m2-digits-n100-s0-")
     assert not job.active
+
+
+def test_train_page_fills_in_each_models_recipe(monkeypatch, tmp_path):
+    from ssvae_core.reproduce import recipe_settings
+
+    at = app(monkeypatch, tmp_path / "ck")
+    at.switch_page("pages/train.py").run()
+    for model in ("m2", "m1m2"):
+        at.segmented_control(key="tr_model").set_value(model).run()
+        next(b for b in at.button if b.label.startswith("Use the results recipe")).click().run()
+        assert_clean(at, "train")
+        r = recipe_settings(model)
+        assert at.number_input(key="tr_epochs").value == r["epochs"]
+        assert at.number_input(key="tr_m1_epochs").value == r["m1_epochs"]
+        assert at.number_input(key="tr_lr").value == pytest.approx(r["lr"])
+        assert at.number_input(key="tr_lr_final").value == pytest.approx(r["lr_final"])
+        assert at.text_input(key="tr_hidden").value == ",".join(map(str, r["hidden"]))
+    assert recipe_settings("m2")["hidden"] != recipe_settings("m1m2")["hidden"]  # the switch was seen
