@@ -85,7 +85,7 @@ def settings() -> TrainConfig | None:
                              help="Drawn class-balanced with the seed: N must be a multiple of the number of classes.")
     st.button("Use the results recipe for this model", on_click=_use_recipe, icon=":material/tune:",
               help="Epochs, learning rates and hidden sizes of `python -m ssvae_core reproduce`, which made the "
-                   "README's results table (M2 at N=100: about 5% test error in 45 epochs, some 18 minutes on "
+                   "README's results table (M2 at N=100: 4–9% test error after 45 epochs, about 20 minutes on "
                    "2 CPU cores)")
     c1, c2 = st.columns(2)
     epochs = c1.number_input("Epochs", min_value=1, max_value=3000, key="tr_epochs", persist_state=KEEP,
