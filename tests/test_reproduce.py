@@ -95,8 +95,9 @@ def test_each_model_takes_its_own_recipe_unless_a_flag_is_given():
     a = _reproduce_args()
     for model in ("m2", "m1m2", "supervised"):
         cfg = config_from_args(_with_recipe(a, model), model, 100, 0, "mnist")
-        assert (cfg.epochs, cfg.lr, cfg.lr_final, cfg.model.hidden) == tuple(
-            RECIPE[model][k] for k in ("epochs", "lr", "lr_final", "hidden"))
+        assert (cfg.epochs, cfg.lr, cfg.lr_final, cfg.model.hidden, cfg.kl_warmup) == tuple(
+            RECIPE[model][k] for k in ("epochs", "lr", "lr_final", "hidden", "kl_warmup"))
+    assert config_from_args(_with_recipe(a, "m1"), "m1", 100, 0, "mnist").kl_warmup == RECIPE["m1"]["kl_warmup"] > 0
     given = _reproduce_args("--hidden", "32", "--epochs", "3")
     cfg = config_from_args(_with_recipe(given, "m2"), "m2", 100, 0, "mnist")
     assert (cfg.model.hidden, cfg.epochs, cfg.lr) == ([32], 3, RECIPE["m2"]["lr"])
