@@ -181,7 +181,7 @@ def save_trainer(trainer, run_dir: str | Path, half: bool = False, extra: dict |
 
 
 def m1_from_run(run_dir: str | Path) -> tuple[nn.Module, dict]:
-    """The M1 of an m1 or m1m2 run, and its ModelConfig fields, dataset and path."""
+    """The M1 of an m1 or m1m2 run (to reuse in M1+M2 or probe), and its ModelConfig fields, dataset and path."""
     run = load_run(run_dir)
     kind = run.cfg.model.kind
     if kind not in ("m1", "m1m2"):
@@ -189,12 +189,6 @@ def m1_from_run(run_dir: str | Path) -> tuple[nn.Module, dict]:
     m1 = run.model if kind == "m1" else run.model.m1
     fields = {k: getattr(run.cfg.model, k) for k in ("m1_hidden", "m1_z_dim", "activation")}
     return m1, {**fields, "dataset": run.cfg.dataset, "path": str(run_dir)}
-
-
-def m1_state_from_run(run_dir: str | Path) -> tuple[dict, dict]:
-    """The M1 weights (and their ModelConfig fields) of an m1 or m1m2 run, to reuse in M1+M2."""
-    m1, fields = m1_from_run(run_dir)
-    return m1.state_dict(), fields
 
 
 def export_run(src: str | Path, dst: str | Path, data, half: bool = True) -> dict:

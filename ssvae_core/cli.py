@@ -81,12 +81,13 @@ def run_training(cfg, data, out: Path, m1_run: str | None = None, half: bool = F
     """Train one run with a progress bar and a line per epoch; save the best model in `out`; return run.json."""
     from tqdm import tqdm
 
-    from ssvae_core.checkpoints import m1_state_from_run, read_meta, save_trainer
+    from ssvae_core.checkpoints import m1_from_run, read_meta, save_trainer
     from ssvae_core.train import Trainer
 
     m1_state, extra = None, {}
     if m1_run and cfg.model.kind == "m1m2":
-        m1_state, fields = m1_state_from_run(m1_run)
+        m1, fields = m1_from_run(m1_run)
+        m1_state = m1.state_dict()
         for k in ("m1_hidden", "m1_z_dim", "activation"):
             setattr(cfg.model, k, fields[k])
         extra["m1_run"] = fields["path"]
