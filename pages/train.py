@@ -41,10 +41,11 @@ def _use_digits() -> None:
 
 
 def _use_recipe() -> None:
-    """Fill epochs, learning rates and hidden sizes with the chosen model's `reproduce` recipe."""
+    """Fill epochs, learning rates, KL warm-up and hidden sizes (and M1+M2's M1 stage) with `reproduce`'s recipe."""
     r = recipe_settings(st.session_state["tr_model"])
-    st.session_state.update(tr_epochs=r["epochs"], tr_m1_epochs=r["m1_epochs"], tr_lr=r["lr"],
-                            tr_lr_final=r["lr_final"], tr_hidden=",".join(map(str, r["hidden"])))
+    st.session_state.update(tr_epochs=r["epochs"], tr_lr=r["lr"], tr_lr_final=r["lr_final"], tr_kl=r["kl_warmup"],
+                            tr_hidden=",".join(map(str, r["hidden"])), tr_m1_epochs=r["m1_epochs"],
+                            tr_m1_lr=r["m1_lr"], tr_m1_lr_final=r["m1_lr_final"], tr_m1_kl=r["m1_kl_warmup"])
 
 
 def _parse_hidden(text: str) -> list[int]:
@@ -61,7 +62,8 @@ def settings() -> TrainConfig | None:
                        ("tr_preset", DEFAULTS.labels if DEFAULTS.labels in PRESETS else None),
                        ("tr_epochs", DEFAULTS.epochs), ("tr_m1_epochs", DEFAULTS.m1_epochs), ("tr_seed", 0),
                        ("tr_device", "auto"), ("tr_lr", DEFAULTS.lr), ("tr_lr_final", DEFAULTS.lr_final),
-                       ("tr_z", ModelConfig().z_dim),
+                       ("tr_kl", DEFAULTS.kl_warmup), ("tr_m1_lr", DEFAULTS.lr), ("tr_m1_lr_final", DEFAULTS.lr_final),
+                       ("tr_m1_kl", DEFAULTS.kl_warmup), ("tr_z", ModelConfig().z_dim),
                        ("tr_hidden", ",".join(map(str, ModelConfig().hidden))), ("tr_batch", DEFAULTS.batch_size)):
         _init(key, value)
 
@@ -98,18 +100,30 @@ def settings() -> TrainConfig | None:
                           + ("" if cuda else " (none on this machine)"))
     with st.expander("Advanced"):
         a1, a2 = st.columns(2)
-        m1_epochs = a1.number_input("M1 epochs (M1+M2)", min_value=1, max_value=3000, key="tr_m1_epochs",
-                                    persist_state=KEEP, disabled=kind != "m1m2")
-        lr = a2.number_input("Learning rate", min_value=1e-6, max_value=1.0, format="%.5f", key="tr_lr",
+        lr = a1.number_input("Learning rate", min_value=1e-6, max_value=1.0, format="%.5f", key="tr_lr",
                              persist_state=KEEP)
-        z_dim = a1.number_input("z size", min_value=1, max_value=512, key="tr_z", persist_state=KEEP,
-                                help="2 gives a clickable latent map in the Style explorer")
-        batch = a2.number_input("Batch size", min_value=10, max_value=5000, key="tr_batch", persist_state=KEEP)
-        lr_final = a1.number_input("Final learning rate", min_value=0.0, max_value=1.0, format="%.5f",
+        lr_final = a2.number_input("Final learning rate", min_value=0.0, max_value=1.0, format="%.5f",
                                    key="tr_lr_final", persist_state=KEEP,
                                    help="Above 0: cosine decay from the learning rate to this over the run")
-        hidden_text = st.text_input("Hidden layer sizes", key="tr_hidden", persist_state=KEEP,
+        kl = a1.number_input("KL warm-up (epochs)", min_value=0.0, max_value=3000.0, step=1.0, key="tr_kl",
+                             persist_state=KEEP, help="The KL term's weight rises from 0 to 1 over these epochs "
+                                                      "(0: the plain bound throughout)")
+        batch = a2.number_input("Batch size", min_value=10, max_value=5000, key="tr_batch", persist_state=KEEP)
+        z_dim = a1.number_input("z size", min_value=1, max_value=512, key="tr_z", persist_state=KEEP,
+                                help="2 gives a clickable latent map in the Style explorer")
+        hidden_text = a2.text_input("Hidden layer sizes", key="tr_hidden", persist_state=KEEP,
                                     help="Comma-separated, e.g. 500 or 500,500")
+        st.caption("M1 stage of M1+M2 (the VAE whose latent z1 the M2 stage models)")
+        off = kind != "m1m2"
+        b1, b2, b3, b4 = st.columns(4)
+        m1_epochs = b1.number_input("M1 epochs", min_value=1, max_value=3000, key="tr_m1_epochs",
+                                    persist_state=KEEP, disabled=off)
+        m1_lr = b2.number_input("M1 learning rate", min_value=1e-6, max_value=1.0, format="%.5f", key="tr_m1_lr",
+                                persist_state=KEEP, disabled=off)
+        m1_lr_final = b3.number_input("M1 final rate", min_value=0.0, max_value=1.0, format="%.5f",
+                                      key="tr_m1_lr_final", persist_state=KEEP, disabled=off)
+        m1_kl = b4.number_input("M1 KL warm-up", min_value=0.0, max_value=3000.0, step=1.0, key="tr_m1_kl",
+                                persist_state=KEEP, disabled=off, help="Epochs")
 
     mine = jobs.get_job(_ui.owner())
     busy = mine is not None and mine.active
@@ -128,8 +142,9 @@ def settings() -> TrainConfig | None:
         return None
     model = ModelConfig(kind=kind, hidden=hidden, z_dim=int(z_dim))
     return TrainConfig(model=model, dataset=dataset, labels=int(labels), seed=int(seed), epochs=int(epochs),
-                       m1_epochs=int(m1_epochs), lr=float(lr), lr_final=float(lr_final), batch_size=int(batch),
-                       device=device)
+                       m1_epochs=int(m1_epochs), lr=float(lr), lr_final=float(lr_final), kl_warmup=float(kl),
+                       m1_lr=float(m1_lr), m1_lr_final=float(m1_lr_final), m1_kl_warmup=float(m1_kl),
+                       batch_size=int(batch), device=device)
 
 
 def start(cfg: TrainConfig) -> None:

@@ -73,7 +73,8 @@ def config_from_args(a: argparse.Namespace, kind: str, labels: int, seed: int, d
     return TrainConfig(model=model, dataset=dataset, labels=labels, seed=seed, epochs=a.epochs,
                        m1_epochs=a.m1_epochs, batch_size=a.batch_size, labelled_batch=a.labelled_batch, lr=a.lr,
                        lr_final=a.lr_final, kl_warmup=a.kl_warmup, labelled_elbo=a.labelled_elbo,
-                       alpha=a.alpha, ema=a.ema, binarize=not a.no_binarize,
+                       alpha=a.alpha, ema=a.ema, binarize=not a.no_binarize, m1_lr=getattr(a, "m1_lr", None),
+                       m1_lr_final=getattr(a, "m1_lr_final", None), m1_kl_warmup=getattr(a, "m1_kl_warmup", None),
                        active_threshold=a.active_threshold, classifier=a.classifier, device=a.device)
 
 
@@ -189,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the label draw and of training")
     p.add_argument("--out", default=None, help="run folder (default checkpoints/MODEL-DATASET-nN-sSEED)")
     add_train_args(p)
+    for flag in ("lr", "lr-final", "kl-warmup"):
+        p.add_argument(f"--m1-{flag}", type=float, default=None,
+                       help=f"M1+M2: --{flag} of its M1 stage (default: --{flag})")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="test error and confusion matrix of a saved run")

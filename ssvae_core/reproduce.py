@@ -106,10 +106,12 @@ def _with_recipe(a: argparse.Namespace, model: str) -> argparse.Namespace:
 
 
 def recipe_settings(model: str) -> dict:
-    """What `reproduce` trains `model` with: epochs, m1_epochs, lr, lr_final, hidden (the Train page offers these)."""
-    r = RECIPE[model]
-    return {"epochs": r.get("epochs", M1_EPOCHS), "m1_epochs": M1_EPOCHS, "lr": r["lr"], "lr_final": r["lr_final"],
-            "hidden": list(r["hidden"])}
+    """What `reproduce` trains `model` with (the Train page offers these): epochs, lr, lr_final, kl_warmup, hidden,
+    and for M1+M2's M1 stage the shared M1's m1_epochs, m1_lr, m1_lr_final, m1_kl_warmup."""
+    r, m1 = RECIPE[model], RECIPE["m1"]
+    return {"epochs": r.get("epochs", M1_EPOCHS), "lr": r["lr"], "lr_final": r["lr_final"],
+            "kl_warmup": r["kl_warmup"], "hidden": list(r["hidden"]), "m1_epochs": M1_EPOCHS, "m1_lr": m1["lr"],
+            "m1_lr_final": m1["lr_final"], "m1_kl_warmup": m1["kl_warmup"]}
 
 
 def _stopped() -> int:

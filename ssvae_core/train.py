@@ -7,7 +7,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ class TrainConfig:
     lr: float = 3e-4
     lr_final: float = 0.0  # >0: cosine decay from lr to lr_final over the run
     kl_warmup: float = 0.0  # epochs over which the KL weight rises linearly from 0 to 1 (0: the plain bound)
+    m1_lr: float | None = None  # M1+M2: learning rate of its M1 stage (None: lr)
+    m1_lr_final: float | None = None  # M1+M2: final (cosine) rate of its M1 stage (None: lr_final)
+    m1_kl_warmup: float | None = None  # M1+M2: KL warm-up epochs of its M1 stage (None: kl_warmup)
     labelled_elbo: str = "dataset"  # "batch": mean L(x,y) weighs like mean U(x); "dataset": times N_l/N_u, as in J
     ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights, this decay per step
     alpha: float = 0.1  # J^alpha with alpha = 0.1 * N: beta = alpha * N_total / N_labelled per labelled example
@@ -184,7 +187,7 @@ class Trainer:
     def _fit(self, model: nn.Module, n_epochs: int, stage: str, on_batch) -> Generator[dict, None, dict | None]:
         """Train one stage, yielding its epochs; return the state of its best epoch (M1: highest validation ELBO,
         label-free; others: lowest validation error)."""
-        cfg, data = self.cfg, self.data
+        cfg, data = self.stage_config(stage), self.data
         best_score, stage_best = math.inf, None
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=cfg.lr)
@@ -259,6 +262,13 @@ class Trainer:
                 self.stopped = True
                 break
         return stage_best
+
+    def stage_config(self, stage: str) -> TrainConfig:
+        """The run's settings for one stage: M1+M2's M1 stage takes its own m1_lr, m1_lr_final, m1_kl_warmup."""
+        if stage != "m1" or self.cfg.model.kind != "m1m2":
+            return self.cfg
+        own = {"lr": self.cfg.m1_lr, "lr_final": self.cfg.m1_lr_final, "kl_warmup": self.cfg.m1_kl_warmup}
+        return replace(self.cfg, **{k: v for k, v in own.items() if v is not None})
 
     @staticmethod
     def _averaged(model: nn.Module) -> nn.Module:

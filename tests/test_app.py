@@ -198,4 +198,21 @@ def test_train_page_fills_in_each_models_recipe(monkeypatch, tmp_path):
         assert at.number_input(key="tr_lr").value == pytest.approx(r["lr"])
         assert at.number_input(key="tr_lr_final").value == pytest.approx(r["lr_final"])
         assert at.text_input(key="tr_hidden").value == ",".join(map(str, r["hidden"]))
+        assert at.number_input(key="tr_kl").value == pytest.approx(r["kl_warmup"])
+        for field in ("m1_lr", "m1_lr_final", "m1_kl"):
+            assert at.number_input(key=f"tr_{field}").value == pytest.approx(r[field.replace("kl", "kl_warmup")])
     assert recipe_settings("m2")["hidden"] != recipe_settings("m1m2")["hidden"]  # the switch was seen
+    # the filled-in M1 stage reaches the run's config: M1+M2's shared M1 is trained at its own rate and warm-up
+    at.selectbox(key="tr_dataset").set_value("digits")
+    at.number_input(key="tr_epochs").set_value(1)
+    at.number_input(key="tr_m1_epochs").set_value(1)
+    at.run()
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert_clean(at, "train")
+    job = jobs.get_job(at.session_state["owner"])
+    m1 = recipe_settings("m1m2")
+    assert (job.cfg.m1_lr, job.cfg.m1_lr_final, job.cfg.m1_kl_warmup) == pytest.approx(
+        (m1["m1_lr"], m1["m1_lr_final"], m1["m1_kl_warmup"]))
+    assert job.cfg.lr != job.cfg.m1_lr
+    job.stop()
+    job.join(60)

@@ -95,3 +95,16 @@ def test_export_half_then_eval_reproduces(tmp_path):
     assert (dst / "model.pt").stat().st_size < 0.6 * (src / "model.pt").stat().st_size
     test, recorded = recorded_and_reproduced(cli("eval", str(dst), "--device", "cpu").stdout)
     assert test == pytest.approx(recorded, abs=0.01)
+
+
+def test_m1m2_takes_its_m1_stage_settings_from_their_own_flags(tmp_path):
+    import json
+
+    out = tmp_path / "m1m2"
+    r = cli("train", "--model", "m1m2", "--dataset", "digits", "--labels", "50", "--epochs", "1", "--m1-epochs", "1",
+            "--lr", "2e-3", "--m1-lr", "5e-3", "--m1-kl-warmup", "3", "--hidden", "32", "--m1-hidden", "32",
+            "--device", "cpu", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((out / "run.json").read_text())
+    assert (meta["config"]["m1_lr"], meta["config"]["m1_kl_warmup"], meta["config"]["m1_lr_final"]) == (5e-3, 3.0, None)
+    assert [(h["stage"], h["lr"]) for h in meta["history"]] == [("m1", 5e-3), ("m1m2", 2e-3)]

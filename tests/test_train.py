@@ -13,8 +13,8 @@ from ssvae_core.train import TrainConfig, Trainer, evaluate
 
 def small_cfg(kind: str, epochs: int = 3, **kw) -> TrainConfig:
     model = ModelConfig(kind=kind, hidden=[64], z_dim=8, m1_hidden=[64], m1_z_dim=8)
-    return TrainConfig(model=model, dataset="digits", labels=50, epochs=epochs, m1_epochs=10, lr=3e-3,
-                       device="cpu", **kw)
+    return TrainConfig(model=model, dataset="digits", labels=50, epochs=epochs, m1_epochs=10, device="cpu",
+                       **{"lr": 3e-3, **kw})
 
 
 @pytest.mark.parametrize("kind", ["supervised", "m1", "m2", "m1m2"])
@@ -73,6 +73,29 @@ def test_kl_warmup_lets_the_posterior_move_away_from_the_prior(digits):
     plain = list(Trainer(small_cfg("m1", epochs=3), digits).epochs())
     warm = list(Trainer(small_cfg("m1", epochs=3, kl_warmup=1e6), digits).epochs())
     assert warm[-1]["kl_z"] > 2 * plain[-1]["kl_z"]
+
+
+def test_m1m2_trains_its_m1_stage_with_its_own_rate_and_warm_up(digits, monkeypatch):
+    """m1_lr, m1_lr_final and m1_kl_warmup drive the M1 stage; lr, lr_final and kl_warmup the M2 stage."""
+    from ssvae_core.models import M1, M2
+
+    weights = {"m1": [], "m2": []}
+    real_m1, real_m2 = M1.loss, M2.loss
+    monkeypatch.setattr(M1, "loss", lambda self, x_l, y_l, x_u, beta, kl_weight=1.0, lab_weight=1.0: (
+        weights["m1"].append(kl_weight), real_m1(self, x_l, y_l, x_u, beta, kl_weight, lab_weight))[1])
+    monkeypatch.setattr(M2, "loss", lambda self, x_l, y_l, x_u, beta, kl_weight=1.0, lab_weight=1.0: (
+        weights["m2"].append(kl_weight), real_m2(self, x_l, y_l, x_u, beta, kl_weight, lab_weight))[1])
+    cfg = small_cfg("m1m2", epochs=2, lr=2e-3, lr_final=1e-3, m1_lr=5e-3, m1_lr_final=4e-3, m1_kl_warmup=2.0)
+    cfg.m1_epochs = 2
+    history = list(Trainer(cfg, digits).epochs())
+    m1_lr = [h["lr"] for h in history if h["stage"] == "m1"]
+    m2_lr = [h["lr"] for h in history if h["stage"] == "m1m2"]
+    assert all(4e-3 <= r <= 5e-3 for r in m1_lr) and all(1e-3 <= r <= 2e-3 for r in m2_lr)
+    assert weights["m1"][0] < 0.1 and weights["m1"][-1] == pytest.approx(1.0)  # M1 warmed its KL up
+    assert weights["m2"] and all(w == 1.0 for w in weights["m2"])  # the M2 stage did not (kl_warmup 0)
+    plain = small_cfg("m1m2", epochs=1, lr=2e-3)  # unset: the M1 stage follows lr
+    plain.m1_epochs = 1
+    assert [h["lr"] for h in Trainer(plain, digits).epochs()] == pytest.approx([2e-3, 2e-3])
 
 
 def test_m1_stage_of_m1m2_keeps_its_best_validation_elbo(digits, monkeypatch):
