@@ -115,15 +115,15 @@ def settings() -> TrainConfig | None:
                                     help="Comma-separated, e.g. 500 or 500,500")
         st.caption("M1 stage of M1+M2 (the VAE whose latent z1 the M2 stage models)")
         off = kind != "m1m2"
-        b1, b2, b3, b4 = st.columns(4)
+        b1, b2 = st.columns(2)
         m1_epochs = b1.number_input("M1 epochs", min_value=1, max_value=3000, key="tr_m1_epochs",
                                     persist_state=KEEP, disabled=off)
-        m1_lr = b2.number_input("M1 learning rate", min_value=1e-6, max_value=1.0, format="%.5f", key="tr_m1_lr",
-                                persist_state=KEEP, disabled=off)
-        m1_lr_final = b3.number_input("M1 final rate", min_value=0.0, max_value=1.0, format="%.5f",
-                                      key="tr_m1_lr_final", persist_state=KEEP, disabled=off)
-        m1_kl = b4.number_input("M1 KL warm-up", min_value=0.0, max_value=3000.0, step=1.0, key="tr_m1_kl",
+        m1_kl = b2.number_input("M1 KL warm-up", min_value=0.0, max_value=3000.0, step=1.0, key="tr_m1_kl",
                                 persist_state=KEEP, disabled=off, help="Epochs")
+        m1_lr = b1.number_input("M1 learning rate", min_value=1e-6, max_value=1.0, format="%.5f", key="tr_m1_lr",
+                                persist_state=KEEP, disabled=off)
+        m1_lr_final = b2.number_input("M1 final rate", min_value=0.0, max_value=1.0, format="%.5f",
+                                      key="tr_m1_lr_final", persist_state=KEEP, disabled=off)
 
     mine = jobs.get_job(_ui.owner())
     busy = mine is not None and mine.active
