@@ -43,9 +43,8 @@ def _use_digits() -> None:
 def _use_recipe() -> None:
     """Fill epochs, learning rates, KL warm-up and hidden sizes (and M1+M2's M1 stage) with `reproduce`'s recipe."""
     r = recipe_settings(st.session_state["tr_model"])
-    st.session_state.update(tr_epochs=r["epochs"], tr_lr=r["lr"], tr_lr_final=r["lr_final"], tr_kl=r["kl_warmup"],
-                            tr_hidden=",".join(map(str, r["hidden"])), tr_m1_epochs=r["m1_epochs"],
-                            tr_m1_lr=r["m1_lr"], tr_m1_lr_final=r["m1_lr_final"], tr_m1_kl=r["m1_kl_warmup"])
+    r["hidden"] = ",".join(map(str, r["hidden"]))  # the text field's form
+    st.session_state.update({f"tr_{name}": value for name, value in r.items()})  # widget keys are tr_ + setting
 
 
 def _parse_hidden(text: str) -> list[int]:
@@ -62,8 +61,9 @@ def settings() -> TrainConfig | None:
                        ("tr_preset", DEFAULTS.labels if DEFAULTS.labels in PRESETS else None),
                        ("tr_epochs", DEFAULTS.epochs), ("tr_m1_epochs", DEFAULTS.m1_epochs), ("tr_seed", 0),
                        ("tr_device", "auto"), ("tr_lr", DEFAULTS.lr), ("tr_lr_final", DEFAULTS.lr_final),
-                       ("tr_kl", DEFAULTS.kl_warmup), ("tr_m1_lr", DEFAULTS.lr), ("tr_m1_lr_final", DEFAULTS.lr_final),
-                       ("tr_m1_kl", DEFAULTS.kl_warmup), ("tr_z", ModelConfig().z_dim),
+                       ("tr_kl_warmup", DEFAULTS.kl_warmup), ("tr_m1_lr", DEFAULTS.lr),
+                       ("tr_m1_lr_final", DEFAULTS.lr_final), ("tr_m1_kl_warmup", DEFAULTS.kl_warmup),
+                       ("tr_z", ModelConfig().z_dim),
                        ("tr_hidden", ",".join(map(str, ModelConfig().hidden))), ("tr_batch", DEFAULTS.batch_size)):
         _init(key, value)
 
@@ -105,9 +105,10 @@ def settings() -> TrainConfig | None:
         lr_final = a2.number_input("Final learning rate", min_value=0.0, max_value=1.0, format="%.5f",
                                    key="tr_lr_final", persist_state=KEEP,
                                    help="Above 0: cosine decay from the learning rate to this over the run")
-        kl = a1.number_input("KL warm-up (epochs)", min_value=0.0, max_value=3000.0, step=1.0, key="tr_kl",
-                             persist_state=KEEP, help="The KL term's weight rises from 0 to 1 over these epochs "
-                                                      "(0: the plain bound throughout)")
+        kl = a1.number_input("KL warm-up (epochs)", min_value=0.0, max_value=3000.0, step=1.0,
+                             key="tr_kl_warmup", persist_state=KEEP,
+                             help="The KL term's weight rises from 0 to 1 over these epochs (0: the plain bound "
+                                  "throughout)")
         batch = a2.number_input("Batch size", min_value=10, max_value=5000, key="tr_batch", persist_state=KEEP)
         z_dim = a1.number_input("z size", min_value=1, max_value=512, key="tr_z", persist_state=KEEP,
                                 help="2 gives a clickable latent map in the Style explorer")
@@ -118,8 +119,8 @@ def settings() -> TrainConfig | None:
         b1, b2 = st.columns(2)
         m1_epochs = b1.number_input("M1 epochs", min_value=1, max_value=3000, key="tr_m1_epochs",
                                     persist_state=KEEP, disabled=off)
-        m1_kl = b2.number_input("M1 KL warm-up", min_value=0.0, max_value=3000.0, step=1.0, key="tr_m1_kl",
-                                persist_state=KEEP, disabled=off, help="Epochs")
+        m1_kl = b2.number_input("M1 KL warm-up", min_value=0.0, max_value=3000.0, step=1.0,
+                                key="tr_m1_kl_warmup", persist_state=KEEP, disabled=off, help="Epochs")
         m1_lr = b1.number_input("M1 learning rate", min_value=1e-6, max_value=1.0, format="%.5f", key="tr_m1_lr",
                                 persist_state=KEEP, disabled=off)
         m1_lr_final = b2.number_input("M1 final rate", min_value=0.0, max_value=1.0, format="%.5f",

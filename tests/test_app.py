@@ -198,9 +198,8 @@ def test_train_page_fills_in_each_models_recipe(monkeypatch, tmp_path):
         assert at.number_input(key="tr_lr").value == pytest.approx(r["lr"])
         assert at.number_input(key="tr_lr_final").value == pytest.approx(r["lr_final"])
         assert at.text_input(key="tr_hidden").value == ",".join(map(str, r["hidden"]))
-        assert at.number_input(key="tr_kl").value == pytest.approx(r["kl_warmup"])
-        for field in ("m1_lr", "m1_lr_final", "m1_kl"):
-            assert at.number_input(key=f"tr_{field}").value == pytest.approx(r[field.replace("kl", "kl_warmup")])
+        for field in ("kl_warmup", "m1_lr", "m1_lr_final", "m1_kl_warmup"):
+            assert at.number_input(key=f"tr_{field}").value == pytest.approx(r[field])
     assert recipe_settings("m2")["hidden"] != recipe_settings("m1m2")["hidden"]  # the switch was seen
     # the filled-in M1 stage reaches the run's config: M1+M2's shared M1 is trained at its own rate and warm-up
     at.selectbox(key="tr_dataset").set_value("digits")
