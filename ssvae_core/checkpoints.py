@@ -140,7 +140,7 @@ def list_runs(root: str | Path = "checkpoints") -> list[dict]:
                        seed=cfg["seed"], epochs=meta.get("epochs"), z_dim=cfg["model"].get("z_dim"),
                        val_error=meta.get("best", {}).get("val_error"),
                        test_error=meta.get("best", {}).get("test_error"),
-                       seconds=meta.get("train_seconds"), device=meta.get("device"), error="")
+                       seconds=meta.get("wall_seconds", meta.get("train_seconds")), device=meta.get("device"), error="")
         except (CheckpointError, KeyError, TypeError) as exc:
             row.update(ok=False, error=str(exc))
         rows.append(row)
@@ -174,7 +174,8 @@ def save_trainer(trainer, run_dir: str | Path, half: bool = False, extra: dict |
     info = {
         "data": {"name": d.name, "x_dim": d.x_dim, "num_classes": d.num_classes, "image_shape": list(d.image_shape)},
         "history": trainer.history, "best": best, "epochs": len(main),
-        "train_seconds": sum(h["seconds"] for h in trainer.history), "device": str(trainer.device),
+        "train_seconds": sum(h["seconds"] for h in trainer.history), "wall_seconds": trainer.wall_seconds,
+        "device": str(trainer.device),
         "stopped": trainer.stopped, "labelled_indices": trainer.lab_idx.cpu().tolist(), **(extra or {}),
     }
     return save_run(run_dir, trainer.model, trainer.cfg, info, half=half)

@@ -147,6 +147,9 @@ class Trainer:
         self.model: nn.Module | None = None
         self.latent_classifier = None  # M1 only
         self._x_val_bin: torch.Tensor | None = None
+        self._z1_eval: tuple[torch.Tensor, torch.Tensor] | None = None  # M1+M2: z1 means of validation, test
+        self._t_start = time.perf_counter()
+        self.wall_seconds = 0.0  # training and per-epoch evaluation, from the start of epochs()
         self._stop = threading.Event()
         self.stopped = False
 
@@ -157,6 +160,7 @@ class Trainer:
     # ---- the loop -------------------------------------------------------------------------
     def epochs(self, on_batch: Callable[[int, int], None] | None = None) -> Iterator[dict]:
         """Run training, yielding one history record per epoch (M1+M2: M1 stage first)."""
+        self._t_start = time.perf_counter()
         torch.manual_seed(self.cfg.seed)
         flush_denormals()
         kind = self.cfg.model.kind
@@ -183,6 +187,7 @@ class Trainer:
             self.model.load_state_dict(self.best_state)
             if kind == "m1":
                 self._evaluate_m1(self.model)
+        self.wall_seconds = time.perf_counter() - self._t_start
 
     def _fit(self, model: nn.Module, n_epochs: int, stage: str, on_batch) -> Generator[dict, None, dict | None]:
         """Train one stage, yielding its epochs; return the state of its best epoch (M1: highest validation ELBO,
@@ -246,9 +251,11 @@ class Trainer:
             seconds = time.perf_counter() - t0
             rec.update(stage=stage, epoch=epoch, seconds=seconds, images_per_s=done * cfg.batch_size / seconds,
                        lr=opt.param_groups[0]["lr"], complete=done == steps)
+            t_eval = time.perf_counter()
             rec.update(self._evaluate(evaluated, stage))
             if averaged is not None:  # the raw weights too, to see what the averaging gains
                 rec.update({f"raw_{k}": v for k, v in self._evaluate(model, stage).items()})
+            rec["eval_seconds"] = time.perf_counter() - t_eval
             score = -rec["val_elbo"] if stage == "m1" else rec["val_error"]
             if score < best_score:
                 best_score = score
@@ -257,6 +264,7 @@ class Trainer:
                     self.best = {"val_error": rec["val_error"], "test_error": rec["test_error"], "epoch": epoch}
                     self.best_state = stage_best
             self.history.append(rec)
+            self.wall_seconds = time.perf_counter() - self._t_start
             yield rec
             if done < steps:
                 self.stopped = True
@@ -305,8 +313,14 @@ class Trainer:
         if stage == "m1":
             return self._evaluate_m1(model)
         d = self.data
-        return {"val_error": error_rate(predict(model, d.x_val), d.y_val),
-                "test_error": error_rate(predict(model, d.x_test), d.y_test)}
+        if stage == "m1m2":  # M1 is frozen: classify the z1 means of validation and test, computed once
+            if self._z1_eval is None:
+                self._z1_eval = tuple(m1_features(model.m1, x)[:, model.active] for x in (d.x_val, d.x_test))
+            model, (x_val, x_test) = model.m2, self._z1_eval
+        else:
+            x_val, x_test = d.x_val, d.x_test
+        return {"val_error": error_rate(predict(model, x_val), d.y_val),
+                "test_error": error_rate(predict(model, x_test), d.y_test)}
 
     @torch.no_grad()
     def _val_elbo(self, m1: M1) -> float:

@@ -123,6 +123,7 @@ def test_list_runs_shows_good_and_broken(tmp_path, trained):
     (bad / META).write_text("garbage")
     rows = {r["name"]: r for r in list_runs(root)}
     assert rows["good"]["ok"] and rows["good"]["model"] == "m2" and rows["good"]["labels"] == 50
+    assert rows["good"]["seconds"] == trained.wall_seconds > 0  # training and evaluation, as a user waited
     assert not rows["bad"]["ok"] and "not JSON" in rows["bad"]["error"]
 
 

@@ -21,6 +21,8 @@ def test_reproduce_trains_then_resumes(tmp_path):
     assert "M2" in table and "M1+M2" in table and "11.97" not in table  # N=50 has no paper figure
     # the same table both times: resuming reads the recorded results
     assert first.stdout.split("model chosen on validation")[1] == table
+    rows = table.split("device\n")[1].splitlines()
+    assert len(rows) == 2 and all(r.endswith("  cpu") for r in rows)  # new runs record their wall time: no '*'
 
 
 def test_a_finished_run_with_other_settings_is_neither_reused_nor_overwritten(tmp_path):
@@ -50,6 +52,20 @@ def test_epochs_to_paper_reads_the_history():
     assert _to_paper([{"to_paper": 2}, {"to_paper": 4}]) == "3"
     assert _to_paper([{"to_paper": 2}, {"to_paper": None}]) == "2 (1/2)"
     assert _to_paper([{"to_paper": None}]) == "-"
+
+
+def test_table_marks_times_that_left_out_evaluation():
+    """Runs saved before evaluation was timed report training steps only; their rows say so with '*'."""
+    from ssvae_core.reproduce import table, wall
+
+    assert wall({"train_seconds": 10.0, "wall_seconds": 12.5}) == (12.5, True)
+    assert wall({"train_seconds": 10.0}) == (10.0, False)
+    row = {"model": "m1m2", "labels": 100, "seed": 0, "test_error": 3.2, "best_epoch": 9, "epochs": 10,
+           "to_paper": None, "seconds": 12.0, "wall": True, "device": "cpu"}
+    timed = table([row, {**row, "seed": 1, "test_error": 3.4}]).splitlines()[1]
+    assert timed.endswith(" 12  cpu")
+    old = table([row, {**row, "seed": 1, "seconds": 8.0, "wall": False}]).splitlines()[1]
+    assert old.endswith(" 10* cpu")  # the mean of 12 and 8
 
 
 def test_a_stopped_run_ends_the_whole_grid(tmp_path):

@@ -226,3 +226,40 @@ def test_ema_keeps_the_averaged_weights_and_leaves_training_unchanged(digits):
     assert trainer.best["val_error"] == min(h["val_error"] for h in averaged)  # chosen on the averaged weights
     res = evaluate(trainer.model, trainer.cfg, digits)  # ...and those are the weights kept
     assert res["val_error"] == pytest.approx(trainer.best["val_error"], abs=1e-4)
+
+
+def test_wall_seconds_cover_training_and_evaluation(digits):
+    trainer = Trainer(small_cfg("m2", epochs=2), digits)
+    history = list(trainer.epochs())
+    assert all(h["eval_seconds"] > 0 for h in history)
+    assert trainer.wall_seconds >= sum(h["seconds"] + h["eval_seconds"] for h in history) > 0
+
+
+def test_m1m2_stage_encodes_validation_and_test_images_once_per_run(digits, monkeypatch):
+    """M1 is frozen in the M2 stage, so its z1 means of the evaluation images are computed once, not every epoch;
+    the errors recorded from them are those evaluate() finds from the images."""
+    from ssvae_core.models import GaussianHead
+
+    m1_trainer = Trainer(small_cfg("m1", epochs=1), digits)
+    list(m1_trainer.epochs())
+    m1_state = m1_trainer.model.state_dict()
+    real = GaussianHead.forward
+    calls = []
+
+    def spy(self, h):
+        if h.shape[-1] == digits.x_dim:  # the M1 encoder (the stage's own encoder sees z1 and y)
+            calls.append(len(h))
+        return real(self, h)
+
+    monkeypatch.setattr(GaussianHead, "forward", spy)
+    counts = []
+    for epochs in (1, 4):
+        calls.clear()
+        trainer = Trainer(small_cfg("m1m2", epochs=epochs), digits, m1_state=m1_state)
+        list(trainer.epochs())
+        counts.append(sorted(calls))
+        res = evaluate(trainer.model, trainer.cfg, digits)
+        assert res["val_error"] == pytest.approx(trainer.best["val_error"], abs=1e-4)
+        assert res["test_error"] == pytest.approx(trainer.best["test_error"], abs=1e-4)
+    assert counts[0] == counts[1]
+    assert len(digits.x_val) in counts[0] and len(digits.x_test) in counts[0]
