@@ -93,6 +93,12 @@ def read_meta(run_dir: str | Path) -> dict:
     return meta
 
 
+def wall(meta: dict) -> tuple[float | None, bool]:
+    """A run's seconds of training and per-epoch evaluation, and whether it recorded them (runs saved before
+    wall_seconds existed recorded the training steps only; None if neither is recorded)."""
+    return (meta["wall_seconds"], True) if "wall_seconds" in meta else (meta.get("train_seconds"), False)
+
+
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     """Load a run saved on any device onto `device`, validated against its run.json."""
     run_dir = Path(run_dir)
@@ -140,7 +146,7 @@ def list_runs(root: str | Path = "checkpoints") -> list[dict]:
                        seed=cfg["seed"], epochs=meta.get("epochs"), z_dim=cfg["model"].get("z_dim"),
                        val_error=meta.get("best", {}).get("val_error"),
                        test_error=meta.get("best", {}).get("test_error"),
-                       seconds=meta.get("wall_seconds", meta.get("train_seconds")), device=meta.get("device"), error="")
+                       seconds=wall(meta)[0], device=meta.get("device"), error="")
         except (CheckpointError, KeyError, TypeError) as exc:
             row.update(ok=False, error=str(exc))
         rows.append(row)

@@ -121,12 +121,14 @@ def run_training(cfg, data, out: Path, m1_run: str | None = None, half: bool = F
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from ssvae_core.checkpoints import wall
+
     cfg = config_from_args(a, a.model, a.labels, a.seed, a.dataset)
     data = load_dataset(a.dataset, a.data_dir, download=not a.no_download)
     out = Path(a.out or f"checkpoints/{a.model}-{a.dataset}-n{a.labels}-s{a.seed}")
     print(f"Training {a.model} on {a.dataset} with {a.labels} labels (seed {a.seed}) -> {out}")
     meta = run_training(cfg, data, out, m1_run=a.m1_run, half=a.half)
-    b, seconds = meta["best"], meta.get("wall_seconds", meta["train_seconds"])
+    b, seconds = meta["best"], wall(meta)[0]
     print(f"Saved {out}: best epoch {b['epoch']}  validation error {b['val_error']:.2f}%  "
           f"test error {b['test_error']:.2f}%  ({seconds:.0f}s on {meta['device']})")
     return 0

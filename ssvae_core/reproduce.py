@@ -74,12 +74,6 @@ def epochs_to(history: list[dict], stage: str, target: float | None) -> int | No
     return next((h["epoch"] for h in history if h.get("stage") == stage and h.get("test_error", 1e9) <= target), None)
 
 
-def wall(meta: dict) -> tuple[float, bool]:
-    """A run's seconds of training and per-epoch evaluation, and whether it recorded them (runs saved before
-    wall_seconds existed recorded the training steps only)."""
-    return (meta["wall_seconds"], True) if "wall_seconds" in meta else (meta["train_seconds"], False)
-
-
 def _to_paper(rs: list[dict]) -> str:
     """Mean epochs to reach the paper's error over the runs that did, and how many did ("-": none did)."""
     hits = [r["to_paper"] for r in rs if r["to_paper"] is not None]
@@ -128,6 +122,7 @@ def _stopped() -> int:
 
 
 def cmd_reproduce(a: argparse.Namespace) -> int:
+    from ssvae_core.checkpoints import wall
     from ssvae_core.cli import config_from_args, run_training
 
     out = Path(a.out)

@@ -56,7 +56,8 @@ def test_epochs_to_paper_reads_the_history():
 
 def test_table_marks_times_that_left_out_evaluation():
     """Runs saved before evaluation was timed report training steps only; their rows say so with '*'."""
-    from ssvae_core.reproduce import table, wall
+    from ssvae_core.checkpoints import wall
+    from ssvae_core.reproduce import table
 
     assert wall({"train_seconds": 10.0, "wall_seconds": 12.5}) == (12.5, True)
     assert wall({"train_seconds": 10.0}) == (10.0, False)
