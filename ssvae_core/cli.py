@@ -75,7 +75,8 @@ def config_from_args(a: argparse.Namespace, kind: str, labels: int, seed: int, d
                        lr_final=a.lr_final, kl_warmup=a.kl_warmup, labelled_elbo=a.labelled_elbo,
                        alpha=a.alpha, ema=a.ema, binarize=not a.no_binarize, m1_lr=getattr(a, "m1_lr", None),
                        m1_lr_final=getattr(a, "m1_lr_final", None), m1_kl_warmup=getattr(a, "m1_kl_warmup", None),
-                       active_threshold=a.active_threshold, classifier=a.classifier, device=a.device)
+                       active_threshold=a.active_threshold, classifier=a.classifier, device=a.device,
+                       init=getattr(a, "init", 0))
 
 
 def run_training(cfg, data, out: Path, m1_run: str | None = None, half: bool = False, quiet: bool = False) -> dict:
@@ -190,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="mnist", choices=DATASETS)
     p.add_argument("--labels", type=int, default=100, help="label budget N (a multiple of the number of classes)")
     p.add_argument("--seed", type=int, default=0, help="seed of the label draw and of training")
+    p.add_argument("--init", type=int, default=0, help=">0: another initialisation for the same label draw")
     p.add_argument("--out", default=None, help="run folder (default checkpoints/MODEL-DATASET-nN-sSEED)")
     add_train_args(p)
     for flag in ("lr", "lr-final", "kl-warmup"):

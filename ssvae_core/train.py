@@ -25,7 +25,8 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: str = "mnist"
     labels: int = 100  # label budget N, balanced over classes
-    seed: int = 0
+    seed: int = 0  # the label draw; also seeds weights, batch order and binarisation noise
+    init: int = 0  # >0: another initialisation (weights, batch order, noise) for the same label draw
     epochs: int = 10  # M2 / supervised / M1 epochs (M1+M2: epochs of its M2 stage)
     m1_epochs: int = 10  # M1+M2: epochs of the M1 stage (unless a trained M1 is given)
     batch_size: int = 100  # unlabelled images per step
@@ -161,7 +162,7 @@ class Trainer:
     def epochs(self, on_batch: Callable[[int, int], None] | None = None) -> Iterator[dict]:
         """Run training, yielding one history record per epoch (M1+M2: M1 stage first)."""
         self._t_start = time.perf_counter()
-        torch.manual_seed(self.cfg.seed)
+        torch.manual_seed(self.cfg.seed + 10_000 * self.cfg.init)  # init 0: the seed itself, as before
         flush_denormals()
         kind = self.cfg.model.kind
         if kind == "m1m2":

@@ -25,6 +25,26 @@ def test_reproduce_trains_then_resumes(tmp_path):
     assert len(rows) == 2 and all(r.endswith("  cpu") for r in rows)  # new runs record their wall time: no '*'
 
 
+def test_restarts_keep_the_init_with_the_lowest_validation_error(tmp_path):
+    import json
+
+    args = [sys.executable, "-m", "ssvae_core", "reproduce", "--dataset", "digits", "--models", "m2", "--labels", "50",
+            "--seeds", "0", "--restarts", "3", "--epochs", "2", "--hidden", "32", "--z-dim", "4", "--device", "cpu",
+            "--out", str(tmp_path)]
+    first = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert first.returncode == 0, first.stderr
+    names = ["m2-n50-s0", "m2-n50-s0-i1", "m2-n50-s0-i2"]
+    assert {p.name for p in tmp_path.iterdir()} == set(names) and first.stdout.count("done in") == 3
+    metas = [json.loads((tmp_path / name / "run.json").read_text()) for name in names]
+    assert [m["config"]["init"] for m in metas] == [0, 1, 2]
+    best = min(range(3), key=lambda i: metas[i]["best"]["val_error"])
+    assert f"keeping {tmp_path / names[best]}" in first.stdout
+    row = first.stdout.split("device\n")[1].splitlines()[0].split()
+    assert row[:3] == ["M2", "50", f"{metas[best]['best']['test_error']:.2f}"] and row[5] == "1×3"
+    again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert again.stdout.count("finished earlier") == 3 and "done in" not in again.stdout
+
+
 def test_a_finished_run_with_other_settings_is_neither_reused_nor_overwritten(tmp_path):
     args = [sys.executable, "-m", "ssvae_core", "reproduce", "--dataset", "digits", "--models", "m2", "--labels", "50",
             "--seeds", "0", "--hidden", "32", "--z-dim", "4", "--device", "cpu", "--out", str(tmp_path)]

@@ -158,6 +158,14 @@ def test_seed_makes_runs_repeatable(digits):
     assert a == b
 
 
+def test_another_init_trains_other_weights_on_the_same_label_draw(digits):
+    first, other = Trainer(small_cfg("m2", epochs=1), digits), Trainer(small_cfg("m2", epochs=1, init=1), digits)
+    assert torch.equal(first.lab_idx, other.lab_idx)  # the same labelled images
+    a, b = list(first.epochs()), list(other.epochs())
+    assert a[0]["loss"] != b[0]["loss"]
+    assert not torch.equal(first.best_state["classifier.0.weight"], other.best_state["classifier.0.weight"])
+
+
 def test_config_round_trips_through_dict():
     cfg = small_cfg("m1m2", lr_final=1e-4)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
