@@ -87,8 +87,9 @@ def settings() -> TrainConfig | None:
                              help="Drawn class-balanced with the seed: N must be a multiple of the number of classes.")
     st.button("Use the results recipe for this model", on_click=_use_recipe, icon=":material/tune:",
               help="Epochs, learning rates, KL warm-up and hidden sizes of `python -m ssvae_core reproduce`, which "
-                   "made the README's results table. On 2 CPU cores, N=100: M2 4–9% test error after 45 epochs, "
-                   "about 20 minutes; M1+M2 2.9% after a 150-epoch M1 and a 150-epoch M2 stage, about 26 minutes")
+                   "made the README's results table. On 2 CPU cores, N=100: M2 4–12% test error after 45 epochs, "
+                   "about 20 minutes (one run; the README's 5.3% keeps the better of two per label draw, "
+                   "chosen on validation); M1+M2 2.9% after a 150-epoch M1 and a 150-epoch M2 stage, about 26 minutes")
     c1, c2 = st.columns(2)
     epochs = c1.number_input("Epochs", min_value=1, max_value=3000, key="tr_epochs", persist_state=KEEP,
                              help="M1+M2: epochs of the M2 stage")
