@@ -20,6 +20,19 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def at_least(low: int):
+    """An argparse type: an integer >= low, else a message naming the bound."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None,
                    help="data root holding MNIST/raw/ etc. (default: $SSVAE_DATA_DIR, ./data, or ../shared/data)")
@@ -126,7 +139,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     cfg = config_from_args(a, a.model, a.labels, a.seed, a.dataset)
     data = load_dataset(a.dataset, a.data_dir, download=not a.no_download)
-    out = Path(a.out or f"checkpoints/{a.model}-{a.dataset}-n{a.labels}-s{a.seed}")
+    out = Path(a.out or f"checkpoints/{a.model}-{a.dataset}-n{a.labels}-s{a.seed}" + (f"-i{a.init}" if a.init else ""))
     print(f"Training {a.model} on {a.dataset} with {a.labels} labels (seed {a.seed}) -> {out}")
     meta = run_training(cfg, data, out, m1_run=a.m1_run, half=a.half)
     b, seconds = meta["best"], wall(meta)[0]
@@ -191,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="mnist", choices=DATASETS)
     p.add_argument("--labels", type=int, default=100, help="label budget N (a multiple of the number of classes)")
     p.add_argument("--seed", type=int, default=0, help="seed of the label draw and of training")
-    p.add_argument("--init", type=int, default=0, help=">0: another initialisation for the same label draw")
-    p.add_argument("--out", default=None, help="run folder (default checkpoints/MODEL-DATASET-nN-sSEED)")
+    p.add_argument("--init", type=at_least(0), default=0, help=">0: another initialisation for the same label draw")
+    p.add_argument("--out", default=None, help="run folder (default checkpoints/MODEL-DATASET-nN-sSEED[-iINIT])")
     add_train_args(p)
     for flag in ("lr", "lr-final", "kl-warmup"):
         p.add_argument(f"--m1-{flag}", type=float, default=None,

@@ -2,6 +2,7 @@
 
 python -m ssvae_core reproduce --models m2,m1m2 --labels 100 --seeds 0,1,2 --out runs/table1
 M1+M2 runs share one M1 (unsupervised, label-free), trained once into OUT/m1 and reused.
+--restarts K trains K initialisations of each label draw and keeps the one with the lowest validation error.
 Unless given as flags, epochs, learning rates and hidden sizes come from RECIPE, per model (measured in the README).
 """
 
@@ -194,14 +195,14 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     """Register `reproduce` on the CLI."""
-    from ssvae_core.cli import add_train_args
+    from ssvae_core.cli import add_train_args, at_least
 
     p = sub.add_parser("reproduce", help="train model × N × seeds on MNIST and print Table 1 (resumes)")
     p.add_argument("--models", default="m2,m1m2", help="comma-separated, e.g. m2,m1m2")
     p.add_argument("--labels", default="100", help="comma-separated label budgets, e.g. 100,600,1000,3000")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (label draws)")
     p.add_argument("--dataset", default="mnist", help="mnist (the paper's Table 1) or another for a quick check")
-    p.add_argument("--restarts", type=int, default=1,
+    p.add_argument("--restarts", type=at_least(1), default=1,
                    help="initialisations per label draw; the one with the lowest validation error is kept")
     p.add_argument("--out", default="runs/table1", help="folder for the runs (finished runs are reused)")
     add_train_args(p)

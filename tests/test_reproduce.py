@@ -138,3 +138,17 @@ def test_each_model_takes_its_own_recipe_unless_a_flag_is_given():
     given = _reproduce_args("--hidden", "32", "--epochs", "3")
     cfg = config_from_args(_with_recipe(given, "m2"), "m2", 100, 0, "mnist")
     assert (cfg.model.hidden, cfg.epochs, cfg.lr) == ([32], 3, RECIPE["m2"]["lr"])
+
+
+def test_restarts_and_init_must_be_counts(capsys):
+    import pytest
+
+    from ssvae_core.cli import main
+
+    with pytest.raises(SystemExit):
+        _reproduce_args("--restarts", "0")
+    assert "--restarts: must be at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--init", "-1"])
+    assert "--init: must be at least 0, got -1" in capsys.readouterr().err
+    assert _reproduce_args("--restarts", "3").restarts == 3
