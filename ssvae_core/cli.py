@@ -77,7 +77,7 @@ def _defaults():
     return TrainConfig(), ModelConfig()
 
 
-def config_from_args(a: argparse.Namespace, kind: str, labels: int, seed: int, dataset: str):
+def config_from_args(a: argparse.Namespace, kind: str, labels: int, seed: int, dataset: str, init: int = 0):
     """A TrainConfig from parsed flags."""
     from ssvae_core.train import TrainConfig
 
@@ -88,8 +88,7 @@ def config_from_args(a: argparse.Namespace, kind: str, labels: int, seed: int, d
                        lr_final=a.lr_final, kl_warmup=a.kl_warmup, labelled_elbo=a.labelled_elbo,
                        alpha=a.alpha, ema=a.ema, binarize=not a.no_binarize, m1_lr=getattr(a, "m1_lr", None),
                        m1_lr_final=getattr(a, "m1_lr_final", None), m1_kl_warmup=getattr(a, "m1_kl_warmup", None),
-                       active_threshold=a.active_threshold, classifier=a.classifier, device=a.device,
-                       init=getattr(a, "init", 0))
+                       active_threshold=a.active_threshold, classifier=a.classifier, device=a.device, init=init)
 
 
 def run_training(cfg, data, out: Path, m1_run: str | None = None, half: bool = False, quiet: bool = False) -> dict:
@@ -137,7 +136,7 @@ def run_training(cfg, data, out: Path, m1_run: str | None = None, half: bool = F
 def cmd_train(a: argparse.Namespace) -> int:
     from ssvae_core.checkpoints import wall
 
-    cfg = config_from_args(a, a.model, a.labels, a.seed, a.dataset)
+    cfg = config_from_args(a, a.model, a.labels, a.seed, a.dataset, a.init)
     data = load_dataset(a.dataset, a.data_dir, download=not a.no_download)
     out = Path(a.out or f"checkpoints/{a.model}-{a.dataset}-n{a.labels}-s{a.seed}" + (f"-i{a.init}" if a.init else ""))
     print(f"Training {a.model} on {a.dataset} with {a.labels} labels (seed {a.seed}) -> {out}")

@@ -146,15 +146,14 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
             return _refuse(m1_dir, diffs)
     rows = []
     for model in models:
+        m1 = m1_dir if model == "m1m2" else None
         for n in labels:
             for seed in seeds:
                 runs = []  # (run folder, run.json) of each initialisation of this label draw
                 for init in range(a.restarts):
                     run_dir = out / (f"{model}-n{n}-s{seed}" + (f"-i{init}" if init else ""))
                     meta = _done(run_dir)
-                    cfg = config_from_args(_with_recipe(a, model), model, n, seed, a.dataset)
-                    cfg.init = init
-                    m1 = m1_dir if model == "m1m2" else None
+                    cfg = config_from_args(_with_recipe(a, model), model, n, seed, a.dataset, init)
                     if meta is not None and (diffs := differences(meta, cfg, m1_dir=m1)):
                         return _refuse(run_dir, diffs)
                     what = f"{LABEL[model]} N={n} seed={seed}" + (f" init={init}" if init else "")
@@ -176,8 +175,8 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
                 for _, m in runs:
                     s, ok = wall(m)
                     seconds, measured = seconds + s, measured and ok
-                if model == "m1m2":
-                    m1_meta = _done(Path(meta.get("m1_run", m1_dir)))
+                if m1 is not None:
+                    m1_meta = _done(Path(meta.get("m1_run", m1)))
                     m1_seconds, m1_measured = wall(m1_meta) if m1_meta else (0.0, True)
                     seconds, measured = seconds + m1_seconds, measured and m1_measured
                 rows.append({"model": model, "labels": n, "seed": seed, "test_error": meta["best"]["test_error"],
