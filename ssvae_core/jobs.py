@@ -134,7 +134,7 @@ class Job:
             if data is None:
                 data = load_dataset(self.cfg.dataset, self.data_root, download=False)
             if self._stop.is_set():
-                self._finish(None, STOPPED, "Stopped before training began; nothing was saved.")
+                self._finish(None, STOPPED, "", "Stopped before training began; nothing was saved.")
                 return
             self._set(phase="preparing")
             trainer = Trainer(self.cfg, data)
@@ -158,9 +158,9 @@ class Job:
             traceback.print_exc()
             self._finish(trainer, FAILED, f"Unexpected error: {type(exc).__name__}: {exc}")
 
-    def _finish(self, trainer: Trainer | None, status: str, error: str) -> None:
-        """Save the best checkpoint if there is one, then publish the final status."""
-        saved, message = False, ""
+    def _finish(self, trainer: Trainer | None, status: str, error: str, message: str = "") -> None:
+        """Save the best checkpoint if there is one, then publish the final status (and `message`, if given)."""
+        saved = False
         if trainer is not None and trainer.best_state is not None:
             try:
                 from ssvae_core.checkpoints import save_trainer
@@ -173,7 +173,7 @@ class Job:
             except (CheckpointError, OSError) as exc:
                 error = (error + " " if error else "") + f"Saving failed: {exc}"
                 status = FAILED
-        elif status != FAILED:
+        elif status != FAILED and not message:
             message = "Stopped before the first epoch finished; nothing was saved."
         with self._lock:
             self.status, self.saved, self.finished = status, saved, time.time()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -69,13 +70,32 @@ def test_history_grows_and_stop_keeps_best_checkpoint(tmp_path):
     assert run.meta["best"]["epoch"] >= 1
 
 
-def test_stop_before_first_epoch_saves_nothing(tmp_path):
+def held_until(reached, release, make):
+    """`make`, then the thread sets `reached` and waits for `release`: the test decides where stop() lands."""
+    def held(*args, **kwargs):
+        out = make(*args, **kwargs)
+        reached.set()
+        assert release.wait(60), "the test never released the job's thread"
+        return out
+    return held
+
+
+@pytest.mark.parametrize("hold, message", [
+    ("load_dataset", "Stopped before training began; nothing was saved."),  # stop while the data loads
+    ("Trainer", "Stopped before the first epoch finished; nothing was saved."),  # stop once the trainer exists
+])
+def test_stop_before_first_epoch_saves_nothing(tmp_path, monkeypatch, hold, message):
+    # Held deterministically: without it, a loaded machine could run a whole tiny epoch before stop() (a flaky test).
+    reached, release = threading.Event(), threading.Event()
+    monkeypatch.setattr(jobs, hold, held_until(reached, release, getattr(jobs, hold)))
     job = jobs.start_job(tiny_cfg(epochs=200), None, tmp_path / "run", owner="a")
+    assert reached.wait(60)
     job.stop()
+    release.set()
     job.join(60)
     snap = job.snapshot()
-    assert snap["status"] == jobs.STOPPED and not snap["saved"]
-    assert "nothing was saved" in snap["message"]
+    assert snap["status"] == jobs.STOPPED and not snap["saved"] and not snap["history"]
+    assert snap["message"] == message
     assert not (tmp_path / "run" / "model.pt").exists()
 
 
