@@ -41,8 +41,8 @@ def _use_digits() -> None:
 
 
 def _use_recipe() -> None:
-    """Fill epochs, learning rates, KL warm-up and hidden sizes (and M1+M2's M1 stage) with `reproduce`'s recipe."""
-    r = recipe_settings(st.session_state["tr_model"])
+    """Fill epochs, learning rates, KL warm-up, hidden sizes (and M1+M2's M1 stage) with `reproduce`'s recipe at N."""
+    r = recipe_settings(st.session_state["tr_model"], st.session_state.get("tr_labels"))
     r["hidden"] = ",".join(map(str, r["hidden"]))  # the text field's form
     st.session_state.update({f"tr_{name}": value for name, value in r.items()})  # widget keys are tr_ + setting
 
@@ -86,8 +86,9 @@ def settings() -> TrainConfig | None:
                              on_change=_labels_typed, persist_state=KEEP,
                              help="Drawn class-balanced with the seed: N must be a multiple of the number of classes.")
     st.button("Use the results recipe for this model", on_click=_use_recipe, icon=":material/tune:",
-              help="Epochs, learning rates, KL warm-up and hidden sizes of `python -m ssvae_core reproduce`, which "
-                   "made the README's results table. On 2 CPU cores, N=100: M2 4–12% test error after 45 epochs, "
+              help="Epochs, learning rates, KL warm-up and hidden sizes of `python -m ssvae_core reproduce` for this "
+                   "model and N, which made the README's results table (M1+M2's stage: 200 epochs from N=1000 on, "
+                   "else 150). On 2 CPU cores, N=100: M2 4–12% test error after 45 epochs, "
                    "about 20 minutes (one run; the README's 5.3% keeps the better of two per label draw, "
                    "chosen on validation); M1+M2 2.9% after a 150-epoch M1 and a 150-epoch M2 stage, about 26 minutes")
     c1, c2 = st.columns(2)

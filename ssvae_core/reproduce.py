@@ -27,6 +27,7 @@ RECIPE = {  # per-model defaults of `reproduce` (measured in the README); any fl
     "m1m2": {"epochs": 150, "lr": 3e-3, "lr_final": 3e-4, "hidden": [500], "kl_warmup": 0.0},
     "supervised": {"epochs": 20, "lr": 1e-3, "lr_final": 1e-4, "hidden": [500, 500], "kl_warmup": 0.0},
 }
+LONGER_STAGE = {"m1m2": (1000, 200)}  # from N=1000 labels on, M1+M2's stage runs 200 epochs (validation: README)
 M1_EPOCHS = 150  # the shared M1's epochs (--m1-epochs)
 LABEL = {"m1": "M1", "m2": "M2", "m1m2": "M1+M2", "supervised": "supervised"}
 
@@ -104,15 +105,24 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _with_recipe(a: argparse.Namespace, model: str) -> argparse.Namespace:
-    """The flags, with the model's RECIPE filling those not given on the command line."""
-    return argparse.Namespace(**{**vars(a), **{k: v for k, v in RECIPE[model].items() if getattr(a, k) is None}})
+def recipe(model: str, labels: int | None = None) -> dict:
+    """RECIPE[model], with the longer stage of LONGER_STAGE where `labels` reaches its threshold."""
+    r = dict(RECIPE[model])
+    if labels is not None and model in LONGER_STAGE and labels >= LONGER_STAGE[model][0]:
+        r["epochs"] = LONGER_STAGE[model][1]
+    return r
 
 
-def recipe_settings(model: str) -> dict:
-    """What `reproduce` trains `model` with (the Train page offers these): epochs, lr, lr_final, kl_warmup, hidden,
-    and for M1+M2's M1 stage the shared M1's m1_epochs, m1_lr, m1_lr_final, m1_kl_warmup."""
-    r, m1 = RECIPE[model], RECIPE["m1"]
+def _with_recipe(a: argparse.Namespace, model: str, labels: int | None = None) -> argparse.Namespace:
+    """The flags, with the model's recipe (at `labels`) filling those not given on the command line."""
+    filled = {k: v for k, v in recipe(model, labels).items() if getattr(a, k) is None}
+    return argparse.Namespace(**{**vars(a), **filled})
+
+
+def recipe_settings(model: str, labels: int | None = None) -> dict:
+    """What `reproduce` trains `model` with at `labels` (the Train page offers these): epochs, lr, lr_final,
+    kl_warmup, hidden, and for M1+M2's M1 stage the shared M1's m1_epochs, m1_lr, m1_lr_final, m1_kl_warmup."""
+    r, m1 = recipe(model, labels), RECIPE["m1"]
     return {"epochs": r.get("epochs", M1_EPOCHS), "lr": r["lr"], "lr_final": r["lr_final"],
             "kl_warmup": r["kl_warmup"], "hidden": list(r["hidden"]), "m1_epochs": M1_EPOCHS, "m1_lr": m1["lr"],
             "m1_lr_final": m1["lr_final"], "m1_kl_warmup": m1["kl_warmup"]}
@@ -153,7 +163,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
                 for init in range(a.restarts):
                     run_dir = out / (f"{model}-n{n}-s{seed}" + (f"-i{init}" if init else ""))
                     meta = _done(run_dir)
-                    cfg = config_from_args(_with_recipe(a, model), model, n, seed, a.dataset, init)
+                    cfg = config_from_args(_with_recipe(a, model, n), model, n, seed, a.dataset, init)
                     if meta is not None and (diffs := differences(meta, cfg, m1_dir=m1)):
                         return _refuse(run_dir, diffs)
                     what = f"{LABEL[model]} N={n} seed={seed}" + (f" init={init}" if init else "")

@@ -201,6 +201,9 @@ def test_train_page_fills_in_each_models_recipe(monkeypatch, tmp_path):
         for field in ("kl_warmup", "m1_lr", "m1_lr_final", "m1_kl_warmup"):
             assert at.number_input(key=f"tr_{field}").value == pytest.approx(r[field])
     assert recipe_settings("m2")["hidden"] != recipe_settings("m1m2")["hidden"]  # the switch was seen
+    at.number_input(key="tr_labels").set_value(1000).run()  # M1+M2's stage runs longer from N=1000 on
+    next(b for b in at.button if b.label.startswith("Use the results recipe")).click().run()
+    assert at.number_input(key="tr_epochs").value == recipe_settings("m1m2", 1000)["epochs"] != r["epochs"]
     # the filled-in M1 stage reaches the run's config: M1+M2's shared M1 is trained at its own rate and warm-up
     at.selectbox(key="tr_dataset").set_value("digits")
     at.number_input(key="tr_epochs").set_value(1)

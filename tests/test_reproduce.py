@@ -140,6 +140,37 @@ def test_each_model_takes_its_own_recipe_unless_a_flag_is_given():
     assert (cfg.model.hidden, cfg.epochs, cfg.lr) == ([32], 3, RECIPE["m2"]["lr"])
 
 
+def test_m1m2_stage_runs_longer_from_1000_labels_unless_epochs_are_given():
+    from ssvae_core.cli import config_from_args
+    from ssvae_core.reproduce import LONGER_STAGE, RECIPE, _with_recipe, recipe_settings
+
+    n_from, longer = LONGER_STAGE["m1m2"]
+    assert longer != RECIPE["m1m2"]["epochs"]  # else this test could not tell them apart
+    a = _reproduce_args()
+    epochs = {n: config_from_args(_with_recipe(a, "m1m2", n), "m1m2", n, 0, "mnist").epochs
+              for n in (100, 600, 1000, 3000)}
+    assert epochs == {n: longer if n >= n_from else RECIPE["m1m2"]["epochs"] for n in epochs}
+    assert epochs[1000] == epochs[3000] == 200 and epochs[100] == epochs[600] == 150  # as in the README's table
+    assert config_from_args(_with_recipe(a, "m2", 3000), "m2", 3000, 0, "mnist").epochs == RECIPE["m2"]["epochs"]
+    given = _reproduce_args("--epochs", "150")  # a flag still wins: the README's 150-epoch rows at N=1000/3000
+    assert config_from_args(_with_recipe(given, "m1m2", 3000), "m1m2", 3000, 0, "mnist").epochs == 150
+    assert recipe_settings("m1m2", 1000)["epochs"] == longer and recipe_settings("m1m2", 100)["epochs"] == 150
+
+
+def test_reproduce_takes_each_label_budgets_recipe(tmp_path, monkeypatch, capsys):
+    import json
+
+    from ssvae_core import reproduce
+    from ssvae_core.cli import main
+
+    monkeypatch.setitem(reproduce.RECIPE, "m2", {**reproduce.RECIPE["m2"], "epochs": 1, "hidden": [32]})
+    monkeypatch.setitem(reproduce.LONGER_STAGE, "m2", (100, 2))  # a longer run from N=100 on, for this test
+    assert main(["reproduce", "--dataset", "digits", "--models", "m2", "--labels", "50,100", "--seeds", "0",
+                 "--z-dim", "4", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    epochs = {n: json.loads((tmp_path / f"m2-n{n}-s0" / "run.json").read_text())["config"]["epochs"] for n in (50, 100)}
+    assert epochs == {50: 1, 100: 2}
+
+
 def test_restarts_and_init_must_be_counts(capsys):
     import pytest
 
