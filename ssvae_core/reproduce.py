@@ -3,7 +3,8 @@
 python -m ssvae_core reproduce --models m2,m1m2 --labels 100 --seeds 0,1,2 --out runs/table1
 M1+M2 runs share one M1 (unsupervised, label-free), trained once into OUT/m1 and reused.
 --restarts K trains K initialisations of each label draw and keeps the one with the lowest validation error.
-Unless given as flags, epochs, learning rates and hidden sizes come from RECIPE, per model (measured in the README).
+Unless given as flags, epochs, learning rates and hidden sizes come from RECIPE, per model (measured in the README);
+M1+M2's stage runs longer from N=1000 labels on (LONGER_STAGE).
 """
 
 from __future__ import annotations
