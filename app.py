@@ -6,6 +6,7 @@ import streamlit as st
 
 from pages import _ui
 from ssvae_core import jobs
+from ssvae_core.recipes import DATASET_NAMES, MODEL_NAMES
 
 st.set_page_config(page_title="ssvae · semi-supervised VAEs", page_icon=":material/scatter_plot:", layout="wide")
 _ui.style()
@@ -27,16 +28,17 @@ def sidebar() -> None:
         if row is None:
             st.markdown("No model yet — train one.")
         else:
-            st.markdown(f"**{_ui.MODEL_NAMES[row['model']]}** on {_ui.DATASET_NAMES.get(row['dataset'])}, "
+            st.markdown(f"**{MODEL_NAMES[row['model']]}** on {DATASET_NAMES.get(row['dataset'])}, "
                         f"N = {row['labels']}")
             if isinstance(row.get("test_error"), int | float):
                 st.markdown(f"test error **{row['test_error']:.2f}%**")
-        job = jobs.get_job(_ui.owner())
-        if job is not None and job.active:
+        running = jobs.active_jobs()
+        if running:
             st.caption("TRAINING")
-            cfg = job.cfg
-            st.markdown(f"{_ui.MODEL_NAMES[cfg.model.kind]} on {_ui.DATASET_NAMES.get(cfg.dataset)}, "
-                        f"N = {cfg.labels} — running in the background.")
+            for job in running:
+                cfg = job.cfg
+                st.markdown(f"{MODEL_NAMES[cfg.model.kind]} on {DATASET_NAMES.get(cfg.dataset)}, "
+                            f"N = {cfg.labels} — running in the background.")
             st.page_link("pages/train.py", label="Watch it", icon=":material/monitoring:")
         st.divider()
         st.caption("Kingma, Rezende, Mohamed & Welling (2014), *Semi-supervised learning with deep generative "

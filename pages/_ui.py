@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +13,8 @@ from ssvae_core import generate, jobs
 from ssvae_core.checkpoints import Run, list_runs, load_run
 from ssvae_core.data import Dataset, default_data_root, load_dataset
 from ssvae_core.errors import CheckpointError, DataError
+from ssvae_core.recipes import DATASET_NAMES, MODEL_NAMES, SHIPPED_M1
 
-MODEL_NAMES = {"m1": "M1", "m2": "M2", "m1m2": "M1+M2", "supervised": "Supervised"}
-DATASET_NAMES = {"mnist": "MNIST", "digits": "Digits (8×8)", "svhn": "SVHN", "norb": "small NORB"}
 SHORT_DATASET = {"mnist": "MNIST", "digits": "Digits", "svhn": "SVHN", "norb": "NORB"}
 GENERATIVE = ("m2", "m1m2")
 ACTIVE_RUN = "active_run"  # session key: path of the model the generative pages use
@@ -32,11 +30,9 @@ def data_root() -> Path:
     return default_data_root()
 
 
-def owner() -> str:
-    """A stable id for this browser session (training jobs are keyed by it)."""
-    if "owner" not in st.session_state:
-        st.session_state["owner"] = uuid.uuid4().hex
-    return st.session_state["owner"]
+def shipped_m1(dataset: str) -> bool:
+    """Whether M1+M2 on `dataset` starts from the shipped M1 (MNIST, when the shipped run is there)."""
+    return dataset == "mnist" and (Path(SHIPPED_M1) / "run.json").is_file()
 
 
 def through_app() -> None:
@@ -75,7 +71,8 @@ def is_pretrained(row: dict) -> bool:
 
 def generative_runs() -> list[dict]:
     """Good M2 and M1+M2 runs: shipped (pretrained) ones first, best validation error first; then newest first."""
-    rows = [r for r in all_runs() if r["ok"] and r.get("model") in GENERATIVE]
+    rows = [r for r in all_runs() if r["ok"] and r.get("model") in GENERATIVE and r.get("has_weights", True)
+            and r.get("state", "done") in ("done", "stopped")]  # not a run in progress or interrupted
 
     def key(r: dict) -> tuple:
         val = r.get("val_error") if isinstance(r.get("val_error"), int | float) else math.inf

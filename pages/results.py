@@ -14,7 +14,7 @@ from pages import _charts, _ui
 from ssvae_core import generate
 from ssvae_core.checkpoints import delete_run
 from ssvae_core.errors import CheckpointError
-from ssvae_core.reproduce import PAPER as PAPER_BY_KIND
+from ssvae_core.recipes import PAPER as PAPER_BY_KIND
 from ssvae_core.train import evaluate
 
 # Kingma et al. (2014), Table 1, by the names the paper gives its rows

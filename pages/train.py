@@ -7,9 +7,10 @@ import torch
 
 from pages import _charts, _ui
 from ssvae_core import jobs
-from ssvae_core.errors import DataError
+from ssvae_core.checkpoints import read_meta
+from ssvae_core.errors import CheckpointError, DataError
 from ssvae_core.models import ModelConfig
-from ssvae_core.reproduce import recipe_settings
+from ssvae_core.recipes import DATASET_NAMES, MODEL_NAMES, SHIPPED_M1, recipe_settings
 from ssvae_core.train import TrainConfig
 
 PRESETS = [100, 600, 1000, 3000]
@@ -77,7 +78,7 @@ def settings() -> TrainConfig | None:
         st.button("Use the offline digits dataset instead", on_click=_use_digits, icon=":material/swap_horiz:")
 
     kind = st.segmented_control("Model", ["m2", "m1m2", "m1", "supervised"], key="tr_model",
-                                format_func=_ui.MODEL_NAMES.get, required=True, persist_state=KEEP,
+                                format_func=MODEL_NAMES.get, required=True, persist_state=KEEP,
                                 help="M2 and M1+M2 are the generative semi-supervised models; M1 (VAE + kNN) and a "
                                      "supervised MLP on the labels alone are baselines.")
     st.pills("Label budget N (the paper's settings)", PRESETS, key="tr_preset", on_change=_preset_chosen,
@@ -128,12 +129,10 @@ def settings() -> TrainConfig | None:
         m1_lr_final = b2.number_input("M1 final rate", min_value=0.0, max_value=1.0, format="%.5f",
                                       key="tr_m1_lr_final", persist_state=KEEP, disabled=off)
 
-    mine = jobs.get_job(_ui.owner())
-    busy = mine is not None and mine.active
-    others = [j for j in jobs.active_jobs() if j.owner != _ui.owner()]
-    if not busy and len(others) >= jobs.max_jobs():
-        st.info(f"Another session is training right now and this machine runs at most {jobs.max_jobs()} "
-                "run(s) at a time. You can start once it finishes.", icon=":material/hourglass_top:")
+    busy = len(jobs.active_jobs()) >= jobs.max_jobs()
+    if busy:
+        st.info(f"A run is training right now (on the right) and this machine runs at most {jobs.max_jobs()} "
+                "at a time. Stop it, or start once it finishes.", icon=":material/hourglass_top:")
     start = st.button("Start training", type="primary", icon=":material/play_arrow:", disabled=busy or bool(problem),
                       width="stretch")
     if not start:
@@ -151,30 +150,56 @@ def settings() -> TrainConfig | None:
 
 
 def start(cfg: TrainConfig) -> None:
-    """Start a background run for this session, or explain why it cannot start."""
+    """Start a background run, or explain why it cannot start."""
     data = _ui.dataset(cfg.dataset)  # already in memory when another page loaded it
+    m1_run = None
+    if cfg.model.kind == "m1m2" and not st.session_state.get("tr_fresh_m1") and _ui.shipped_m1(cfg.dataset):
+        m1_run = SHIPPED_M1
     try:
-        jobs.start_job(cfg, _ui.data_root(), jobs.new_run_dir(_ui.checkpoint_root(), cfg), _ui.owner(), data=data)
+        job = jobs.start_job(cfg, _ui.data_root(), jobs.new_run_dir(_ui.checkpoint_root(), cfg), data=data,
+                             m1_run=m1_run)
     except jobs.JobLimitError as exc:
         st.error(str(exc), icon=":material/block:")
     except DataError as exc:
         st.error(str(exc))
     else:
-        st.rerun()  # redraw with Start disabled and the live panel
+        st.session_state["tr_job"] = job.id
+        st.rerun()  # redraw with the live panel
+
+
+def resume(run_dir: str) -> None:
+    """Go on with an interrupted or stopped run in the background, or explain why it cannot."""
+    try:
+        meta_dataset = TrainConfig.from_dict(read_meta(run_dir)["config"]).dataset
+        job = jobs.resume_job(run_dir, _ui.data_root(), data=_ui.dataset(meta_dataset))
+    except (jobs.JobLimitError, CheckpointError, DataError) as exc:
+        st.error(str(exc), icon=":material/block:")
+    else:
+        st.session_state["tr_job"] = job.id
+        st.rerun()
 
 
 def _status_line(snap: dict) -> str:
     """One line: what the run is doing now."""
     cfg = snap["cfg"]
-    what = (f"{_ui.MODEL_NAMES[cfg['model']['kind']]} on {_ui.DATASET_NAMES[cfg['dataset']]}, "
-            f"N = {cfg['labels']}, seed {cfg['seed']}")
+    what = (f"{MODEL_NAMES[cfg['model']['kind']]} on {DATASET_NAMES[cfg['dataset']]}, "
+            f"N = {cfg['labels']}, seed {cfg['seed']}" + (" (resumed)" if snap["resumed"] else ""))
     if snap["phase"] in ("loading data", "preparing") or not snap["steps"]:
         if snap["phase"] == "training":
             return f"{what} · starting…"
         return f"{what} · {snap['phase']}…"
     stage = " (M1 stage)" if snap["stage"] == "m1" else ""
-    return (f"{what} · epoch {len(snap['history']) + (1 if snap['status'] in jobs.ACTIVE else 0)}"
+    done = sum(1 for h in snap["history"] if h.get("complete", True))
+    return (f"{what} · epoch {done + (1 if snap['status'] in jobs.ACTIVE else 0)}"
             f"/{snap['epochs_total']}{stage} · batch {snap['step']}/{snap['steps']} · {snap['elapsed']:.0f}s")
+
+
+def _open(run_dir: str, page: str) -> None:
+    """Make `run_dir` the model in use on every page and go to `page`."""
+    st.session_state[_ui.ACTIVE_RUN] = run_dir
+    for key in ("sx_run", "an_run"):  # the pickers re-read the model in use
+        st.session_state.pop(key, None)
+    st.switch_page(page)
 
 
 def panel(job: jobs.Job) -> None:
@@ -184,13 +209,16 @@ def panel(job: jobs.Job) -> None:
     top = st.columns([4, 1], vertical_alignment="bottom")
     if live:
         top[0].progress(snap["progress"], text=_status_line(snap))
-        if top[1].button("Stop", icon=":material/stop:", key="tr_stop", width="stretch",
+        if top[1].button("Stop", icon=":material/stop:", key=f"tr_stop_{job.id}", width="stretch",
                          disabled=snap["status"] == jobs.STOPPING,
-                         help="End after the current batch and keep the best checkpoint"):
+                         help="End after the current batch; the run folder keeps the best epoch, and Resume goes "
+                              "on from the last finished one"):
             job.stop()
             snap = job.snapshot()
         if snap["status"] == jobs.STOPPING:
             st.caption("Stopping after the current batch; the best checkpoint will be saved…")
+        st.caption(f"Saved after every epoch to `{snap['run_dir']}`: a crash or a restart loses at most the epoch in "
+                   "progress.")
     else:
         icon = {"done": ":material/check_circle:", "stopped": ":material/stop_circle:",
                 "failed": ":material/error:"}[snap["status"]]
@@ -203,14 +231,19 @@ def panel(job: jobs.Job) -> None:
             st.warning(text, icon=icon)
         if snap["saved"]:
             l1, l2, l3 = st.columns(3)
-            l1.page_link("pages/style.py", label="Explore its styles", icon=":material/tune:")
-            l2.page_link("pages/analogies.py", label="Make analogies", icon=":material/compare_arrows:")
+            generative = snap["cfg"]["model"]["kind"] in _ui.GENERATIVE
+            l1.button("Explore its styles", icon=":material/tune:", key=f"tr_style_{job.id}", disabled=not generative,
+                      on_click=_open, args=(snap["run_dir"], "pages/style.py"), width="stretch")
+            l2.button("Make analogies", icon=":material/compare_arrows:", key=f"tr_an_{job.id}",
+                      disabled=not generative, on_click=_open, args=(snap["run_dir"], "pages/analogies.py"),
+                      width="stretch")
             l3.page_link("pages/results.py", label="Compare results", icon=":material/leaderboard:")
 
     hist = snap["history"]
     scored = [h for h in hist if "val_error" in h]
     m = st.columns(4)
-    m[0].metric("Epochs done", f"{len(hist)} / {snap['epochs_total'] or '–'}")
+    done = sum(1 for h in hist if h.get("complete", True))
+    m[0].metric("Epochs done", f"{done} / {snap['epochs_total'] or '–'}")
     if scored:
         last, prev = scored[-1], scored[-2] if len(scored) > 1 else None
         m[1].metric("Validation error", f"{last['val_error']:.2f}%",
@@ -234,9 +267,9 @@ def panel(job: jobs.Job) -> None:
 
 
 @st.fragment(run_every=1.5)
-def live_panel() -> None:
-    """The panel, refreshed every 1.5 s while this session's run is going."""
-    job = jobs.get_job(_ui.owner())
+def live_panel(job_id: str) -> None:
+    """A running job's panel, refreshed every 1.5 s until it ends."""
+    job = jobs.get_job(job_id)
     if job is None:
         return
     panel(job)
@@ -244,24 +277,50 @@ def live_panel() -> None:
         st.rerun(scope="app")  # re-enable Start and stop polling
 
 
-_ui.header("Train", "Pick a dataset, a model and how many labels it may see. Training runs in the background — "
-                    "you can switch pages and come back; Stop keeps the best checkpoint (chosen on validation).")
+def interrupted() -> None:
+    """Run folders that can go on from their last finished epoch (interrupted by a crash or restart, or stopped),
+    each with a Resume button."""
+    rows = jobs.interrupted_runs(_ui.checkpoint_root())
+    if not rows:
+        return
+    busy = len(jobs.active_jobs()) >= jobs.max_jobs()
+    with st.container(border=True):
+        st.markdown("#### Runs that can go on")
+        st.caption("Interrupted (the app or the machine stopped while they trained) or stopped: Resume goes on from "
+                   "the last finished epoch, exactly as if never interrupted.")
+        for r in rows:
+            c1, c2 = st.columns([4, 1], vertical_alignment="center")
+            epochs = f"{r['epochs']} epoch{'s' if r['epochs'] != 1 else ''}"
+            c1.markdown(f"**{MODEL_NAMES.get(r['model'], r['model'])}** on {DATASET_NAMES.get(r['dataset'])}, "
+                        f"N = {r['labels']}, seed {r['seed']} · {r['state']} after {epochs} · `{r['name']}`")
+            if c2.button("Resume", key=f"tr_resume_{r['name']}", icon=":material/play_arrow:", disabled=busy,
+                         width="stretch", help="The machine is busy; wait for the run above" if busy else None):
+                resume(r["path"])
+
+
+_ui.header("Train", "Pick a dataset, a model and how many labels it may see. Training runs in the background and "
+                    "belongs to the app, not to this tab: reload, open another tab or switch pages and it is still "
+                    "here. Every epoch is saved; Stop keeps the best checkpoint (chosen on validation).")
 left, right = st.columns([1, 2.2], gap="large")
 with left, st.container(border=True):
     cfg = settings()
     if cfg is not None:
         start(cfg)
 with right:
-    job = jobs.get_job(_ui.owner())
-    if job is None:
+    running = jobs.active_jobs()
+    for job in running:
         with st.container(border=True):
-            st.markdown("#### No run in this session yet")
+            live_panel(job.id)
+    if not running:
+        mine = jobs.get_job(st.session_state.get("tr_job", "")) or next(iter(jobs.all_jobs()), None)
+        if mine is not None:
+            with st.container(border=True):
+                panel(mine)
+    interrupted()
+    if not running and not jobs.all_jobs() and not jobs.interrupted_runs(_ui.checkpoint_root()):
+        with st.container(border=True):
+            st.markdown("#### No run yet")
             st.write("Choose the settings on the left and press **Start training**. You will see a progress bar, "
                      "every term of the bound per epoch, validation and test error, and samples from the model "
                      "as it learns.")
-            st.caption("Tip: *Digits · 8×8* with N = 100 trains in well under a minute on a CPU; MNIST M2 takes "
-                       "roughly a minute per epoch on a CPU and a few seconds on a GPU.")
-    elif job.active:
-        live_panel()
-    else:
-        panel(job)
+            st.caption("Tip: *Digits · 8×8* with N = 100 trains in well under a minute on a CPU.")

@@ -4,6 +4,11 @@
 full training epoch, the images per second, the GFLOP/s the loop reaches (matmul FLOPs of a step,
 forward and backward, counted by torch's FlopCounterMode) and that as a fraction of the machine's
 measured float32 matmul throughput. Each model has the hidden sizes of its `reproduce` recipe.
+
+`python -m ssvae_core bench --to-target` trains each model with its full recipe (M1+M2 from the shipped M1 on
+MNIST) on each label draw and prints, per epoch, the wall seconds so far and the validation and test error, then
+the epoch and wall time at which validation error first reached the model's target (TARGETS), beside the matmul
+throughput measured in the same run, so runs on different machines or days compare as ratios.
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ import time
 
 import torch
 
+from ssvae_core.checkpoints import m1_from_run
 from ssvae_core.data import load_dataset
+from ssvae_core.flags import add_data_args
 from ssvae_core.models import ModelConfig
+from ssvae_core.recipes import RECIPE, SHIPPED_M1, TARGETS, recipe_settings
 from ssvae_core.train import TrainConfig, Trainer, resolve_device
 
 
@@ -50,8 +58,6 @@ def step_flops(trainer: Trainer, li: torch.Tensor, u: torch.Tensor) -> float:
 def bench_model(kind: str, data, device: str, labels: int, epochs: int) -> dict:
     """Train `kind`, shaped as `reproduce`'s recipe, for `epochs` real epochs (M1+M2: one M1 epoch first) and
     measure the last one."""
-    from ssvae_core.reproduce import RECIPE
-
     model = ModelConfig(kind=kind, hidden=RECIPE[kind]["hidden"])
     cfg = TrainConfig(model=model, dataset=data.name, labels=labels, epochs=epochs, m1_epochs=1, device=device)
     trainer = Trainer(cfg, data)
@@ -63,8 +69,64 @@ def bench_model(kind: str, data, device: str, labels: int, epochs: int) -> dict:
             "gflops": flops * steps_per_s / 1e9}
 
 
+def to_target(kind: str, data, labels: int, seed: int, device: str, m1_run: str | None, until_target: bool,
+              out=print) -> dict:
+    """Train `kind` with its recipe on label draw `seed`, printing each epoch's wall seconds and errors; returns the
+    first epoch and wall seconds at which validation error reached TARGETS[kind], and the best errors."""
+    r = recipe_settings(kind, labels)
+    model = ModelConfig(kind=kind, hidden=r["hidden"])
+    cfg = TrainConfig(model=model, dataset=data.name, labels=labels, seed=seed, device=device,
+                      **{k: r[k] for k in ("epochs", "lr", "lr_final", "kl_warmup", "m1_epochs", "m1_lr",
+                                          "m1_lr_final", "m1_kl_warmup")})
+    m1_state = None
+    if kind == "m1m2" and m1_run:
+        m1, fields = m1_from_run(m1_run)
+        m1_state = m1.state_dict()
+        cfg.model.m1_hidden, cfg.model.m1_z_dim, cfg.model.activation = (fields[k] for k in
+                                                                         ("m1_hidden", "m1_z_dim", "activation"))
+    trainer = Trainer(cfg, data, m1_state=m1_state)
+    target, hit = TARGETS[kind], None
+    for rec in trainer.epochs():
+        wall = trainer.wall_seconds
+        if rec["stage"] != kind:
+            out(f"  [{rec['stage']}] epoch {rec['epoch']:3d}  {wall:8.1f}s")
+            continue
+        out(f"  [{kind}] epoch {rec['epoch']:3d}  {wall:8.1f}s  val {rec['val_error']:6.2f}%  "
+            f"test {rec['test_error']:6.2f}%")
+        if hit is None and rec["val_error"] <= target:
+            hit = {"epoch": rec["epoch"], "seconds": wall, "test_error": rec["test_error"]}
+            if until_target:
+                trainer.stop()
+    return {"model": kind, "seed": seed, "target": target, "hit": hit, "best_val": trainer.best["val_error"],
+            "best_test": trainer.best["test_error"], "epochs": cfg.epochs, "wall": trainer.wall_seconds}
+
+
+def cmd_to_target(a: argparse.Namespace, device: torch.device, peak: float) -> int:
+    data = load_dataset(a.dataset, a.data_dir, download=not a.no_download)
+    m1_run = None if a.fresh_m1 or a.dataset != "mnist" else SHIPPED_M1
+    rows = []
+    for kind in a.models.split(","):
+        for seed in [int(s) for s in a.seeds.split(",")]:
+            print(f"{kind} N={a.labels} seed {seed}" + (f", M1 {m1_run}" if kind == "m1m2" and m1_run else ""),
+                  flush=True)
+            rows.append(to_target(kind, data, a.labels, seed, a.device, m1_run, a.until_target,
+                                  out=lambda line: print(line, flush=True)))
+    print(f"\nmeasured float32 matmul throughput: {peak:.1f} GFLOP/s ({device}, {torch.get_num_threads()} threads)")
+    print(f"{'model':<7}{'seed':>5}{'target':>8}{'epoch':>7}{'seconds':>9}{'test then':>11}{'best val':>10}"
+          f"{'its test':>10}{'wall s':>8}")
+    for r in rows:
+        h = r["hit"] or {}
+        print(f"{r['model']:<7}{r['seed']:>5}{r['target']:>7.2f}%{h.get('epoch', '-'):>7}"
+              f"{h.get('seconds', float('nan')):>9.0f}{h.get('test_error', float('nan')):>10.2f}%"
+              f"{r['best_val']:>9.2f}%{r['best_test']:>9.2f}%{r['wall']:>8.0f}")
+    return 0
+
+
 def cmd_bench(a: argparse.Namespace) -> int:
     device = resolve_device(a.device)
+    if a.to_target:
+        a.models = a.models or "m1m2,m2"
+        return cmd_to_target(a, device, matmul_gflops(device))
     torch.set_num_threads(torch.get_num_threads())
     data = load_dataset(a.dataset, a.data_dir, download=not a.no_download)
     peak = matmul_gflops(device)
@@ -73,7 +135,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
           f"dataset {data.name} ({len(data.x_train)} training images), {a.labels} labels")
     print(f"measured float32 matmul throughput: {peak:.1f} GFLOP/s")
     print(f"{'model':<8}{'s/epoch':>10}{'images/s':>12}{'GFLOP/s':>10}{'of peak':>9}")
-    for kind in a.models.split(","):
+    for kind in (a.models or "m1,m2,m1m2").split(","):
         r = bench_model(kind, data, a.device, a.labels, a.epochs)
         print(f"{r['model']:<8}{r['seconds_per_epoch']:>10.2f}{r['images_per_s']:>12.0f}"
               f"{r['gflops']:>10.1f}{100 * r['gflops'] / peak:>8.1f}%", flush=True)
@@ -83,11 +145,14 @@ def cmd_bench(a: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     """Register `bench` on the CLI."""
     p = sub.add_parser("bench", help="seconds per epoch and images/s of M1, M2, M1+M2 on this device")
-    p.add_argument("--models", default="m1,m2,m1m2", help="comma-separated models to time")
+    p.add_argument("--models", default=None, help="comma-separated models (default m1,m2,m1m2; --to-target: m1m2,m2)")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--labels", type=int, default=100)
     p.add_argument("--epochs", type=int, default=1, help="epochs to run; the last one is timed")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--no-download", action="store_true")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--to-target", action="store_true",
+                   help="train each model's recipe and print when validation error first reaches its target")
+    p.add_argument("--seeds", default="5,6,7", help="--to-target: label draws (not the ones recipes are tuned on)")
+    p.add_argument("--until-target", action="store_true", help="--to-target: stop each run at its target")
+    p.add_argument("--fresh-m1", action="store_true", help="--to-target: M1+M2 trains its M1 first")
+    add_data_args(p)
     p.set_defaults(func=cmd_bench)

@@ -1,4 +1,6 @@
-"""Runs on disk: a folder with model.pt (a plain state dict) and run.json (config, data, history, errors).
+"""Runs on disk: a folder with model.pt (a plain state dict) and run.json (config, data, history, errors), written
+after every epoch, with resume.pt (the last epoch's full state: weights, optimiser, random state) while the run can
+still go on.
 
 Writes are atomic (temp file + rename); loads use torch.load(weights_only=True) and are checked
 against run.json (hash, keys, shapes), so a truncated, foreign or malicious file gives a clear error.
@@ -10,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,11 +23,12 @@ from torch import nn
 
 from ssvae_core.errors import CheckpointError
 from ssvae_core.models import build_model
-from ssvae_core.train import TrainConfig
+from ssvae_core.train import TrainConfig, evaluate
 
 FORMAT = "ssvae-run"
 VERSION = 1
-WEIGHTS, META = "model.pt", "run.json"
+WEIGHTS, META, RESUME = "model.pt", "run.json", "resume.pt"
+TRAINING, STOPPED, DONE, FAILED, INTERRUPTED = "training", "stopped", "done", "failed", "interrupted"
 
 
 @dataclass
@@ -61,17 +65,25 @@ def _sha256(path: Path) -> str:
 
 def save_run(run_dir: str | Path, model: nn.Module, cfg: TrainConfig, info: dict, half: bool = False) -> Path:
     """Save weights (float16 if `half`) and run.json into `run_dir`; returns the folder."""
+    return save_state(run_dir, model.state_dict(), cfg, info, half)
+
+
+def save_state(run_dir: str | Path, state: dict | None, cfg: TrainConfig, info: dict, half: bool = False) -> Path:
+    """Save a state dict (float16 if `half`; None: no weights yet) and run.json into `run_dir`, each atomically,
+    the weights first so run.json never names weights that are not there."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    _atomic_write(run_dir / WEIGHTS, lambda f: torch.save(state, f))
+    weights = None
+    if state is not None:
+        state = {k: v.detach().cpu() for k, v in state.items()}
+        if half:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        _atomic_write(run_dir / WEIGHTS, lambda f: torch.save(state, f))
+        weights = {"file": WEIGHTS, "sha256": _sha256(run_dir / WEIGHTS), "half": half,
+                   "shapes": {k: list(v.shape) for k, v in state.items()}}
     meta = {
         "format": FORMAT, "version": VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "torch": torch.__version__, "config": cfg.to_dict(), **info,
-        "weights": {"file": WEIGHTS, "sha256": _sha256(run_dir / WEIGHTS), "half": half,
-                    "shapes": {k: list(v.shape) for k, v in state.items()}},
+        "torch": torch.__version__, "config": cfg.to_dict(), **info, "weights": weights,
     }
     _atomic_write(run_dir / META, lambda f: f.write(json.dumps(meta, indent=1).encode()))
     return run_dir
@@ -103,6 +115,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     """Load a run saved on any device onto `device`, validated against its run.json."""
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
+    if meta.get("weights", {}) is None:
+        raise CheckpointError(f"{run_dir}: no weights yet (the run has not finished an epoch of its own model).")
     weights = run_dir / meta.get("weights", {}).get("file", WEIGHTS)
     if not weights.is_file():
         raise CheckpointError(f"{weights}: weights file missing.")
@@ -146,7 +160,9 @@ def list_runs(root: str | Path = "checkpoints") -> list[dict]:
                        seed=cfg["seed"], epochs=meta.get("epochs"), z_dim=cfg["model"].get("z_dim"),
                        val_error=meta.get("best", {}).get("val_error"),
                        test_error=meta.get("best", {}).get("test_error"),
-                       seconds=wall(meta)[0], device=meta.get("device"), error="")
+                       seconds=wall(meta)[0], device=meta.get("device"), error="", state=run_state(meta),
+                       has_weights=meta.get("weights", {}) is not None,
+                       resumable=(meta_path.parent / RESUME).is_file())
         except (CheckpointError, KeyError, TypeError) as exc:
             row.update(ok=False, error=str(exc))
         rows.append(row)
@@ -161,30 +177,88 @@ def delete_run(run_dir: str | Path, root: str | Path = "checkpoints") -> None:
     shutil.rmtree(run_dir)
 
 
-def save_trainer(trainer, run_dir: str | Path, half: bool = False, extra: dict | None = None) -> Path:
-    """Save a Trainer's best model (chosen on validation) with its history as a run folder."""
-    if trainer.model is None or trainer.best_state is None:
-        raise CheckpointError("Nothing to save: the run finished no epoch.")
-    trainer.model.load_state_dict(trainer.best_state)
+def _trainer_info(trainer, state: str, extra: dict | None) -> dict:
+    """run.json's fields for a Trainer's run in `state` (training, stopped, done or failed)."""
     d = trainer.data
-    best = dict(trainer.best)
-    if half:  # record the errors of the weights actually stored, not of their float32 originals
-        from ssvae_core.train import evaluate
-
-        trainer.model.load_state_dict({k: v.half().float() if v.is_floating_point() else v
-                                       for k, v in trainer.best_state.items()})
-        res = evaluate(trainer.model, trainer.cfg, d)
-        best.update(val_error=res["val_error"], test_error=res["test_error"],
-                    float32_val_error=trainer.best["val_error"], float32_test_error=trainer.best["test_error"])
     main = [h for h in trainer.history if h["stage"] != "m1" or trainer.cfg.model.kind == "m1"]
     info = {
         "data": {"name": d.name, "x_dim": d.x_dim, "num_classes": d.num_classes, "image_shape": list(d.image_shape)},
-        "history": trainer.history, "best": best, "epochs": len(main),
+        "history": trainer.history, "best": dict(trainer.best), "epochs": len(main),
         "train_seconds": sum(h["seconds"] for h in trainer.history), "wall_seconds": trainer.wall_seconds,
-        "device": str(trainer.device),
-        "stopped": trainer.stopped, "labelled_indices": trainer.lab_idx.cpu().tolist(), **(extra or {}),
+        "device": str(trainer.device), "state": state, "stopped": state != DONE, "partial": trainer.partial,
+        "labelled_indices": trainer.lab_idx.cpu().tolist(), **(extra or {}),
     }
-    return save_run(run_dir, trainer.model, trainer.cfg, info, half=half)
+    if state == TRAINING:
+        info.update(pid=os.getpid(), host=socket.gethostname())
+    return info
+
+
+def save_progress(trainer, run_dir: str | Path, extra: dict | None = None) -> Path:
+    """After an epoch: resume.pt (the state to go on from), the best weights so far and run.json (state
+    'training'), each written atomically, so a crash loses at most the epoch in progress."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if trainer.resume_state is not None:
+        _atomic_write(run_dir / RESUME, lambda f: torch.save(trainer.resume_state, f))
+    return save_state(run_dir, trainer.best_state, trainer.cfg, _trainer_info(trainer, TRAINING, extra))
+
+
+def save_trainer(trainer, run_dir: str | Path, half: bool = False, extra: dict | None = None,
+                 state: str | None = None) -> Path:
+    """Save a Trainer's best model (chosen on validation) with its history as a run folder: state 'done', or
+    'stopped' (keeping resume.pt, so it can go on) when the trainer was stopped."""
+    if trainer.model is None or trainer.best_state is None:
+        raise CheckpointError("Nothing to save: the run finished no epoch.")
+    state = state or (STOPPED if trainer.stopped else DONE)
+    run_dir = Path(run_dir)
+    info = _trainer_info(trainer, state, extra)
+    if half:  # record the errors of the weights actually stored, not of their float32 originals
+        trainer.model.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                                       for k, v in trainer.best_state.items()})
+        res = evaluate(trainer.model, trainer.cfg, trainer.data)
+        info["best"].update(val_error=res["val_error"], test_error=res["test_error"],
+                            float32_val_error=trainer.best["val_error"], float32_test_error=trainer.best["test_error"])
+    trainer.model.load_state_dict(trainer.best_state)
+    if state == STOPPED and trainer.resume_state is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(run_dir / RESUME, lambda f: torch.save(trainer.resume_state, f))
+    out = save_state(run_dir, trainer.best_state, trainer.cfg, info, half=half)
+    if state == DONE:
+        (run_dir / RESUME).unlink(missing_ok=True)
+    return out
+
+
+def run_state(meta: dict) -> str:
+    """done, stopped, failed, training (its process is alive) or interrupted (its process is gone: killed, crashed,
+    the machine restarted); runs saved before per-epoch checkpoints: done or stopped."""
+    state = meta.get("state") or (STOPPED if meta.get("stopped") else DONE)
+    if state != TRAINING:
+        return state
+    if meta.get("host") != socket.gethostname():
+        return TRAINING  # another machine's process: cannot tell from here
+    try:
+        os.kill(int(meta["pid"]), 0)
+    except ProcessLookupError:
+        return INTERRUPTED
+    except (PermissionError, KeyError, TypeError, ValueError, OverflowError):
+        pass
+    return TRAINING
+
+
+def load_resume(run_dir: str | Path) -> dict:
+    """The state a run goes on from (resume.pt), checked to be a plain state from this run's config."""
+    path = Path(run_dir) / RESUME
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir}: nothing to resume from (no {RESUME}: the run finished, or never finished "
+                              "an epoch).")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a loadable resume file ({type(exc).__name__}).") from None
+    need = {"stage", "epoch", "model", "optimizer", "rng", "history", "best", "best_state"}
+    if not isinstance(state, dict) or not need <= set(state):
+        raise CheckpointError(f"{path}: not a resume state of an ssvae run.")
+    return state
 
 
 def m1_from_run(run_dir: str | Path) -> tuple[nn.Module, dict]:
@@ -200,8 +274,6 @@ def m1_from_run(run_dir: str | Path) -> tuple[nn.Module, dict]:
 
 def export_run(src: str | Path, dst: str | Path, data, half: bool = True) -> dict:
     """Copy a run to `dst` (float16 weights if `half`), re-evaluating the stored weights on `data`."""
-    from ssvae_core.train import evaluate
-
     run = load_run(src)
     if half:
         run.model.load_state_dict({k: v.half().float() if v.is_floating_point() else v
@@ -215,4 +287,21 @@ def export_run(src: str | Path, dst: str | Path, data, half: bool = True) -> dic
     best.update(val_error=res["val_error"], test_error=res["test_error"])
     info.update(best=best, exported_from=str(src))
     save_run(dst, run.model, run.cfg, info, half=half)
+    return read_meta(dst)
+
+
+def export_m1(src: str | Path, dst: str | Path, data, half: bool = True) -> dict:
+    """Copy the M1 of an M1+M2 run to `dst` as an m1 run (float16 weights if `half`), with the 3-NN errors on its
+    latent means at the source run's label draw."""
+    m1, fields = m1_from_run(src)
+    run = load_run(src)
+    cfg = TrainConfig.from_dict(run.meta["config"])
+    cfg.model.kind, cfg.model.z1_active, cfg.epochs = "m1", 0, cfg.m1_epochs
+    if half:
+        m1.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in m1.state_dict().items()})
+    res = evaluate(m1, cfg, data)
+    info = {"data": run.meta["data"], "history": [], "epochs": cfg.m1_epochs, "device": run.meta.get("device"),
+            "state": DONE, "stopped": False, "exported_from": str(src), "source_m1_run": run.meta.get("m1_run"),
+            "best": {"val_error": res["val_error"], "test_error": res["test_error"], "epoch": cfg.m1_epochs}}
+    save_run(dst, m1, cfg, info, half=half)
     return read_meta(dst)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ssvae_core.errors import DataError
+from ssvae_core.formats import load_norb, load_svhn
 
 DATASETS = ("mnist", "digits", "svhn", "norb")
 MNIST_FILES = (
@@ -71,7 +72,7 @@ def _mnist_missing_message(root: Path) -> str:
 
 def load_mnist(root: str | Path, download: bool = True) -> Dataset:
     """MNIST through torchvision: 50,000 train, 10,000 validation, 10,000 test."""
-    from torchvision.datasets import MNIST
+    from torchvision.datasets import MNIST  # torchvision loads slowly; only MNIST needs it
 
     root = Path(root)
     sets = []
@@ -95,7 +96,7 @@ def load_mnist(root: str | Path, download: bool = True) -> Dataset:
 
 def load_digits() -> Dataset:
     """scikit-learn's embedded 8×8 digits (1,797 images): 1,197 train, 300 validation, 300 test."""
-    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.datasets import load_digits as sk_digits  # scikit-learn loads slowly; only digits needs it
 
     d = sk_digits()
     order = np.random.default_rng(0).permutation(len(d.target))
@@ -107,8 +108,6 @@ def load_digits() -> Dataset:
 
 def load_svhn_dataset(root: str | Path) -> Dataset:
     """SVHN (32×32 RGB): train minus its last 10,000 images, which validate; the test split."""
-    from ssvae_core.formats import load_svhn
-
     x, y = load_svhn(root, "train")
     x_test, y_test = load_svhn(root, "test")
     x_train, y_train, x_val, y_val = split_validation(x, y)
@@ -117,8 +116,6 @@ def load_svhn_dataset(root: str | Path) -> Dataset:
 
 def load_norb_dataset(root: str | Path) -> Dataset:
     """small NORB at 32×32 (first camera), 5 classes; the last sixth of train validates."""
-    from ssvae_core.formats import load_norb
-
     x, y = load_norb(root, "train")
     x_test, y_test = load_norb(root, "test")
     # the training file is ordered by object instance; shuffle (fixed) before splitting off validation

@@ -1,7 +1,10 @@
-"""Background training runs for the app: one Trainer per daemon thread, keyed by owner, with a limit; no Streamlit.
+"""Background training runs for the app: one Trainer per daemon thread, with a limit; no Streamlit.
 
-A job loads its data in its thread, trains, and saves the best checkpoint (chosen on validation)
-when it finishes or is stopped. Progress is read through `Job.snapshot()`, which copies under a lock.
+A run belongs to the app's process, not to a browser tab: every tab sees every job (by id) and can stop it.
+A job loads its data in its thread, trains, and writes its run folder after every epoch (best weights, history,
+resume state) and when it finishes or is stopped. Progress is read through `Job.snapshot()`, which copies under a lock.
+After a restart, `interrupted_runs` lists the run folders whose process is gone, and `start_job(resume=True)` goes on
+with one from its last finished epoch.
 """
 
 from __future__ import annotations
@@ -19,8 +22,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ssvae_core import generate
+from ssvae_core.checkpoints import (
+    INTERRUPTED,
+    list_runs,
+    load_resume,
+    m1_from_run,
+    read_meta,
+    save_progress,
+    save_trainer,
+)
+from ssvae_core.checkpoints import STOPPED as STOPPED_RUN
 from ssvae_core.data import MNIST_FILES, Dataset, load_dataset
 from ssvae_core.errors import CheckpointError, DataError, TrainingError
+from ssvae_core.formats import NORB_PREFIXES, _find_file
 from ssvae_core.train import TrainConfig, Trainer, flush_denormals
 
 RUNNING, STOPPING, STOPPED, DONE, FAILED = "running", "stopping", "stopped", "done", "failed"
@@ -28,7 +43,7 @@ ACTIVE = (RUNNING, STOPPING)
 
 
 class JobLimitError(RuntimeError):
-    """No new training run can start now (the machine's limit, or this session already has one)."""
+    """No new training run can start now (the machine's limit is reached, or the run is already going)."""
 
 
 def max_jobs() -> int:
@@ -46,7 +61,8 @@ class Job:
     cfg: TrainConfig
     data_root: str | None
     run_dir: Path
-    owner: str
+    m1_run: str | None = None  # M1+M2: start from the M1 of this run folder
+    resume: bool = False  # go on with run_dir from its last finished epoch
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     status: str = RUNNING
     phase: str = "loading data"
@@ -106,11 +122,11 @@ class Job:
         """A consistent copy of the progress: status, phase, epoch, step/steps, history, error, sample…"""
         with self._lock:
             return {
-                "id": self.id, "owner": self.owner, "status": self.status, "phase": self.phase, "stage": self.stage,
+                "id": self.id, "status": self.status, "phase": self.phase, "stage": self.stage,
                 "epoch": self.epoch, "epochs_total": self.epochs_total, "step": self.step, "steps": self.steps,
                 "progress": self._progress(), "history": copy.deepcopy(self.history), "error": self.error,
                 "message": self.message, "saved": self.saved, "run_dir": str(self.run_dir),
-                "sample": None if self.sample is None else self.sample.copy(),
+                "sample": None if self.sample is None else self.sample.copy(), "resumed": self.resume,
                 "elapsed": (self.finished or time.time()) - self.started, "cfg": self.cfg.to_dict(),
             }
 
@@ -127,8 +143,8 @@ class Job:
             self.step, self.steps = step, steps
 
     def _run(self, data: Dataset | None) -> None:
-        """Thread body: load data, train epoch by epoch, save the best model, record the outcome."""
-        trainer = None
+        """Thread body: load data, train epoch by epoch saving the run folder after each, record the outcome."""
+        trainer, extra = None, {}
         flush_denormals()
         try:
             if data is None:
@@ -137,13 +153,29 @@ class Job:
                 self._finish(None, STOPPED, "", "Stopped before training began; nothing was saved.")
                 return
             self._set(phase="preparing")
-            trainer = Trainer(self.cfg, data)
-            kind = self.cfg.model.kind
-            total = self.cfg.epochs + (self.cfg.m1_epochs if kind == "m1m2" else 0)
-            self._set(trainer=trainer, epochs_total=total, phase="training")
+            m1_state = None
+            if self.resume:
+                meta = read_meta(self.run_dir)
+                extra = {k: meta[k] for k in ("m1_run",) if k in meta}
+                resume = load_resume(self.run_dir)
+            else:
+                resume = None
+                if self.m1_run and self.cfg.model.kind == "m1m2":
+                    m1, fields = m1_from_run(self.m1_run)
+                    m1_state = m1.state_dict()
+                    for k in ("m1_hidden", "m1_z_dim", "activation"):
+                        setattr(self.cfg.model, k, fields[k])
+                    extra["m1_run"] = fields["path"]
+            trainer = Trainer(self.cfg, data, m1_state=m1_state, resume=resume)
+            with self._lock:
+                self.history = [dict(h) for h in trainer.history]
+            self._set(trainer=trainer, epochs_total=self.cfg.epochs + (self.cfg.m1_epochs if self.cfg.model.kind ==
+                      "m1m2" and m1_state is None and not _skips_m1(trainer) else 0), phase="training")
             if self._stop.is_set():
                 trainer.stop()
             for rec in trainer.epochs(on_batch=self._on_batch):
+                if rec["complete"]:
+                    save_progress(trainer, self.run_dir, extra)
                 sample = _sample_grid(trainer, data)
                 with self._lock:
                     self.history.append(dict(rec))
@@ -151,30 +183,45 @@ class Job:
                     if sample is not None:
                         self.sample = sample
             stopped = self._stop.is_set() or trainer.stopped
-            self._finish(trainer, STOPPED if stopped else DONE, "")
-        except (DataError, TrainingError) as exc:
-            self._finish(trainer, FAILED, str(exc))
+            self._finish(trainer, STOPPED if stopped else DONE, "", extra=extra)
+        except (DataError, TrainingError, CheckpointError) as exc:
+            self._finish(trainer, FAILED, str(exc), extra=extra)
         except Exception as exc:  # keep the thread from dying silently
             traceback.print_exc()
-            self._finish(trainer, FAILED, f"Unexpected error: {type(exc).__name__}: {exc}")
+            self._finish(trainer, FAILED, f"Unexpected error: {type(exc).__name__}: {exc}", extra=extra)
 
-    def _finish(self, trainer: Trainer | None, status: str, error: str, message: str = "") -> None:
-        """Save the best checkpoint if there is one, then publish the final status (and `message`, if given)."""
+    def _finish(self, trainer: Trainer | None, status: str, error: str, message: str = "",
+                extra: dict | None = None) -> None:
+        """Save the run folder if there is a model to save, then publish the final status and what was saved."""
         saved = False
         if trainer is not None and trainer.best_state is not None:
             try:
-                from ssvae_core.checkpoints import save_trainer
-
-                save_trainer(trainer, self.run_dir)
+                extra = {**(extra or {}), **({"error": error} if error else {})}
+                save_trainer(trainer, self.run_dir, extra=extra, state=status if status == FAILED else None)
                 saved = True
                 b = trainer.best
-                message = (f"Saved the best epoch ({b['epoch']}: validation error {b['val_error']:.2f}%, "
-                           f"test error {b['test_error']:.2f}%) to {self.run_dir}.")
+                message = f"Saved the best epoch ({b['epoch']}: validation error {b['val_error']:.2f}%, " \
+                          f"test error {b['test_error']:.2f}%) to {self.run_dir}."
+                if trainer.partial is not None:
+                    p = trainer.partial
+                    message = (f"Stopped in epoch {p['epoch']} after {p['batches']} of {p['steps']} batches. "
+                               + (f"No epoch had finished, so the saved model is that partial epoch "
+                                  f"(validation error {b['val_error']:.2f}%) in {self.run_dir}."
+                                  if trainer.best["epoch"] == p["epoch"] else
+                                  message + " The partial epoch is not kept; Resume goes on from the last "
+                                            "finished one."))
             except (CheckpointError, OSError) as exc:
                 error = (error + " " if error else "") + f"Saving failed: {exc}"
                 status = FAILED
         elif status != FAILED and not message:
             message = "Stopped before the first epoch finished; nothing was saved."
+            if trainer is not None and trainer.resume_state is not None:  # e.g. inside M1+M2's M1 stage
+                try:
+                    save_progress(trainer, self.run_dir, extra)
+                    message = ("Stopped before the model's own first epoch finished; the finished M1 epochs are "
+                               f"saved in {self.run_dir}, and Resume goes on from there.")
+                except OSError:
+                    pass
         with self._lock:
             self.status, self.saved, self.finished = status, saved, time.time()
             self.phase = status
@@ -183,11 +230,15 @@ class Job:
             self.trainer = None  # free the data and optimiser state
 
 
+def _skips_m1(trainer: Trainer) -> bool:
+    """Whether a resumed M1+M2 trainer goes on in its own stage (its M1 stage is over)."""
+    r = trainer.resume_state
+    return r is not None and r.get("stage") == "m1m2"
+
+
 @torch.no_grad()
 def _sample_grid(trainer: Trainer, data: Dataset, rows: int = 4) -> np.ndarray | None:
     """A grid of samples from the current model (rows styles × K classes; M1: a plain grid), or None."""
-    from ssvae_core import generate
-
     model = trainer.model
     if model is None or not hasattr(model, "decode_x"):
         return None
@@ -208,49 +259,69 @@ def _sample_grid(trainer: Trainer, data: Dataset, rows: int = 4) -> np.ndarray |
 
 # ---- the process-wide registry ----------------------------------------------------------------
 _LOCK = threading.Lock()
-_JOBS: dict[str, Job] = {}  # owner -> latest job
+_JOBS: dict[str, Job] = {}  # id -> job, every run this process started
 
 
-def start_job(cfg: TrainConfig, data_root: str | Path | None, run_dir: str | Path, owner: str,
-              data: Dataset | None = None) -> Job:
-    """Start training `cfg` in a daemon thread for `owner`; JobLimitError if the owner or the machine is busy."""
+def start_job(cfg: TrainConfig, data_root: str | Path | None, run_dir: str | Path, data: Dataset | None = None,
+              m1_run: str | None = None, resume: bool = False) -> Job:
+    """Train `cfg` into `run_dir` in a daemon thread (resume=True: go on with the run saved there); JobLimitError
+    if the machine runs its maximum already or that run folder is being trained."""
+    run_dir = Path(run_dir)
     with _LOCK:
-        mine = _JOBS.get(owner)
-        if mine is not None and mine.active:
-            raise JobLimitError("You already have a training run going in this session; stop it or wait for it "
-                                "to finish before starting another.")
         running = [j for j in _JOBS.values() if j.active]
+        if any(j.run_dir.resolve() == run_dir.resolve() for j in running):
+            raise JobLimitError(f"{run_dir} is already being trained.")
         limit = max_jobs()
         if len(running) >= limit:
             raise JobLimitError(f"The machine is already running {len(running)} training "
                                 f"run{'s' if len(running) != 1 else ''} (the maximum is {limit}). "
-                                f"Wait for it to finish, or raise SSVAE_MAX_JOBS.")
+                                f"Wait for it to finish or stop it, or raise SSVAE_MAX_JOBS.")
         job = Job(cfg=copy.deepcopy(cfg), data_root=None if data_root is None else str(data_root),
-                  run_dir=Path(run_dir), owner=owner)
+                  run_dir=run_dir, m1_run=m1_run, resume=resume)
         job._thread = threading.Thread(target=job._run, args=(data,), name=f"ssvae-train-{job.id}", daemon=True)
-        _JOBS[owner] = job
+        _JOBS[job.id] = job
     job._thread.start()
     return job
 
 
-def get_job(owner: str) -> Job | None:
-    """The latest job of `owner` (running or finished), if any."""
+def resume_job(run_dir: str | Path, data_root: str | Path | None, data: Dataset | None = None) -> Job:
+    """Go on with an interrupted or stopped run folder from its last finished epoch, in the background."""
+    meta = read_meta(run_dir)
+    load_resume(run_dir)  # says why not, if there is nothing to go on from
+    return start_job(TrainConfig.from_dict(meta["config"]), data_root, run_dir, data=data, resume=True)
+
+
+def get_job(job_id: str) -> Job | None:
+    """The job with this id (running or finished), if this process started it."""
     with _LOCK:
-        return _JOBS.get(owner)
+        return _JOBS.get(job_id)
+
+
+def all_jobs() -> list[Job]:
+    """Every job this process started, newest first."""
+    with _LOCK:
+        return sorted(_JOBS.values(), key=lambda j: -j.started)
 
 
 def active_jobs() -> list[Job]:
-    """Every job still running, whoever owns it."""
-    with _LOCK:
-        return [j for j in _JOBS.values() if j.active]
+    """Every job still running, newest first."""
+    return [j for j in all_jobs() if j.active]
 
 
-def forget_job(owner: str) -> None:
-    """Drop a finished job of `owner` from the registry (a running one is kept)."""
+def forget_job(job_id: str) -> None:
+    """Drop a finished job from the registry (a running one is kept)."""
     with _LOCK:
-        job = _JOBS.get(owner)
+        job = _JOBS.get(job_id)
         if job is not None and not job.active:
-            del _JOBS[owner]
+            del _JOBS[job_id]
+
+
+def interrupted_runs(root: str | Path) -> list[dict]:
+    """list_runs rows under `root` that can go on from a finished epoch: interrupted (their process is gone) or
+    stopped, and not being trained by this process now."""
+    busy = {j.run_dir.resolve() for j in active_jobs()}
+    return [r for r in list_runs(root) if r.get("ok") and r.get("resumable")
+            and r.get("state") in (INTERRUPTED, STOPPED_RUN) and Path(r["path"]).resolve() not in busy]
 
 
 def new_run_dir(root: str | Path, cfg: TrainConfig) -> Path:
@@ -284,8 +355,6 @@ def dataset_problem(name: str, root: str | Path) -> str | None:
                     f"http://ufldl.stanford.edu/housenumbers/ into {folder.resolve()}/.")
         return None
     if name == "norb":
-        from ssvae_core.formats import NORB_PREFIXES, _find_file
-
         folder = root / "NORB"
         names = [f"{NORB_PREFIXES[s]}-{k}.mat" for s in ("train", "test") for k in ("dat", "cat")]
         missing = [n for n in names if _find_file(folder, n) is None]

@@ -12,7 +12,9 @@ import argparse
 import torch
 import torch.nn.functional as F
 
+from ssvae_core.checkpoints import m1_from_run
 from ssvae_core.data import Dataset, label_split, load_dataset
+from ssvae_core.flags import add_data_args
 from ssvae_core.models import M1, mlp
 from ssvae_core.train import active_units, error_rate, fit_latent_classifier, m1_features
 
@@ -44,8 +46,6 @@ def probe(m1: M1, data: Dataset, budgets: tuple[int, ...] = (100, 1000, 10000), 
 
 
 def cmd_probe(a: argparse.Namespace) -> int:
-    from ssvae_core.checkpoints import m1_from_run
-
     m1, fields = m1_from_run(a.run_dir)
     data = load_dataset(fields["dataset"], a.data_dir, download=not a.no_download)
     m1.requires_grad_(False)
@@ -60,10 +60,8 @@ def cmd_probe(a: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     """Register `probe` on the CLI."""
-    from ssvae_core.cli import _add_data_args
-
     p = sub.add_parser("probe", help="how well an M1's latent means can be classified (the ceiling of M1+M2)")
     p.add_argument("run_dir", help="an m1 or m1m2 run folder")
     p.add_argument("--epochs", type=int, default=15, help="epochs of the all-labels MLP")
-    _add_data_args(p)
+    add_data_args(p)
     p.set_defaults(func=cmd_probe)

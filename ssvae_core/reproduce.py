@@ -1,10 +1,10 @@
 """Table 1 of the paper: train a chosen subset (model × N × seeds), resume finished runs, print ours beside theirs.
 
 python -m ssvae_core reproduce --models m2,m1m2 --labels 100 --seeds 0,1,2 --out runs/table1
-M1+M2 runs share one M1 (unsupervised, label-free), trained once into OUT/m1 and reused.
+M1+M2 runs share one M1 (unsupervised, label-free): on MNIST the shipped one, else (or with --fresh-m1) one trained
+once into OUT/m1. A run that was stopped or interrupted goes on from its last finished epoch.
 --restarts K trains K initialisations of each label draw and keeps the one with the lowest validation error.
-Unless given as flags, epochs, learning rates and hidden sizes come from RECIPE, per model (measured in the README);
-M1+M2's stage runs longer from N=1000 labels on (LONGER_STAGE).
+Unless given as flags, epochs, learning rates and hidden sizes come from the model's recipe (ssvae_core/recipes.py).
 """
 
 from __future__ import annotations
@@ -14,35 +14,32 @@ import statistics
 import time
 from pathlib import Path
 
+from ssvae_core.checkpoints import DONE, INTERRUPTED, RESUME, STOPPED, read_meta, run_state, wall
 from ssvae_core.data import load_dataset
+from ssvae_core.errors import CheckpointError
+from ssvae_core.flags import add_train_args, at_least, config_from_args
+from ssvae_core.recipes import M1_EPOCHS, MODEL_NAMES, PAPER, SHIPPED_M1, recipe
+from ssvae_core.runner import run_training
 
-PAPER = {  # Kingma et al. 2014, Table 1: MNIST test error (%) with N labels
-    "m2": {100: 11.97, 600: 4.94, 1000: 3.60, 3000: 3.92},
-    "m1m2": {100: 3.33, 600: 2.59, 1000: 2.40, 3000: 2.18},
-    "m1": {100: 11.82, 600: 5.72, 1000: 4.24, 3000: 3.49},  # M1+TSVM
-}
-RECIPE = {  # per-model defaults of `reproduce` (measured in the README); any flag given on the command line wins
-    # the shared M1, for --m1-epochs epochs, its KL weight rising from 0 to 1 over the first 60 (README)
-    "m1": {"lr": 1e-3, "lr_final": 1e-4, "hidden": [500], "kl_warmup": 60.0},
-    "m2": {"epochs": 45, "lr": 3e-3, "lr_final": 3e-4, "hidden": [500, 500], "kl_warmup": 0.0},  # two layers: README
-    "m1m2": {"epochs": 150, "lr": 3e-3, "lr_final": 3e-4, "hidden": [500], "kl_warmup": 0.0},
-    "supervised": {"epochs": 20, "lr": 1e-3, "lr_final": 1e-4, "hidden": [500, 500], "kl_warmup": 0.0},
-}
-LONGER_STAGE = {"m1m2": (1000, 200)}  # from N=1000 labels on, M1+M2's stage runs 200 epochs (validation: README)
-M1_EPOCHS = 150  # the shared M1's epochs (--m1-epochs)
-LABEL = {"m1": "M1", "m2": "M2", "m1m2": "M1+M2", "supervised": "supervised"}
+LABEL = MODEL_NAMES
 
 
 def _done(run_dir: Path) -> dict | None:
     """run.json of a finished (not interrupted) run, else None."""
-    from ssvae_core.checkpoints import read_meta
-    from ssvae_core.errors import CheckpointError
-
     try:
         meta = read_meta(run_dir)
     except CheckpointError:
         return None
-    return None if meta.get("stopped") else meta
+    return meta if run_state(meta) == DONE else None
+
+
+def _resumable(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a run that stopped or was interrupted after a finished epoch (it goes on from there)."""
+    try:
+        meta = read_meta(run_dir)
+    except CheckpointError:
+        return False
+    return run_state(meta) in (STOPPED, INTERRUPTED) and (run_dir / RESUME).is_file()
 
 
 IGNORED = {"device", "m1_epochs", "model.z1_active"}  # settings that do not change what a finished run is
@@ -106,52 +103,41 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def recipe(model: str, labels: int | None = None) -> dict:
-    """RECIPE[model], with the longer stage of LONGER_STAGE where `labels` reaches its threshold."""
-    r = dict(RECIPE[model])
-    if labels is not None and model in LONGER_STAGE and labels >= LONGER_STAGE[model][0]:
-        r["epochs"] = LONGER_STAGE[model][1]
-    return r
-
-
 def _with_recipe(a: argparse.Namespace, model: str, labels: int | None = None) -> argparse.Namespace:
     """The flags, with the model's recipe (at `labels`) filling those not given on the command line."""
     filled = {k: v for k, v in recipe(model, labels).items() if getattr(a, k) is None}
     return argparse.Namespace(**{**vars(a), **filled})
 
 
-def recipe_settings(model: str, labels: int | None = None) -> dict:
-    """What `reproduce` trains `model` with at `labels` (the Train page offers these): epochs, lr, lr_final,
-    kl_warmup, hidden, and for M1+M2's M1 stage the shared M1's m1_epochs, m1_lr, m1_lr_final, m1_kl_warmup."""
-    r, m1 = recipe(model, labels), RECIPE["m1"]
-    return {"epochs": r.get("epochs", M1_EPOCHS), "lr": r["lr"], "lr_final": r["lr_final"],
-            "kl_warmup": r["kl_warmup"], "hidden": list(r["hidden"]), "m1_epochs": M1_EPOCHS, "m1_lr": m1["lr"],
-            "m1_lr_final": m1["lr_final"], "m1_kl_warmup": m1["kl_warmup"]}
-
-
 def _stopped() -> int:
     """Ctrl-C or `kill` ends the whole grid, not only the run in progress."""
-    print("Stopped. Finished runs are kept; the same command resumes (the stopped run starts over).")
+    print("Stopped. Finished runs are kept; the same command goes on, the stopped run from its last finished epoch.")
     return 1
 
 
-def cmd_reproduce(a: argparse.Namespace) -> int:
-    from ssvae_core.checkpoints import wall
-    from ssvae_core.cli import config_from_args, run_training
+def _train(cfg, data, run_dir: Path, **kw) -> dict:
+    """Train a run into `run_dir`, or go on with it from its last finished epoch if it was interrupted."""
+    if _resumable(run_dir):
+        print(f"   resuming {run_dir} from its last finished epoch")
+        return run_training(cfg, data, run_dir, resume=True, **{k: v for k, v in kw.items() if k == "half"})
+    return run_training(cfg, data, run_dir, **kw)
 
+
+def cmd_reproduce(a: argparse.Namespace) -> int:
     out = Path(a.out)
     models = a.models.split(",")
     labels = [int(n) for n in a.labels.split(",")]
     seeds = [int(s) for s in a.seeds.split(",")]
     data = load_dataset(a.dataset, a.data_dir, download=not a.no_download)
-    m1_dir = Path(a.m1_run) if a.m1_run else out / "m1"
-    if "m1m2" in models and not a.m1_run:
+    shipped = a.dataset == "mnist" and not a.fresh_m1 and (Path(SHIPPED_M1) / "run.json").is_file()
+    m1_dir = Path(a.m1_run) if a.m1_run else Path(SHIPPED_M1) if shipped else out / "m1"
+    if "m1m2" in models and not a.m1_run and not shipped:
         m1_cfg = config_from_args(_with_recipe(a, "m1"), "m1", labels[0], 0, a.dataset)
         m1_cfg.epochs = a.m1_epochs
         m1_meta = _done(m1_dir)
         if m1_meta is None:
             print(f"== M1 (shared by every M1+M2 run) -> {m1_dir}")
-            if run_training(m1_cfg, data, m1_dir).get("stopped"):
+            if _train(m1_cfg, data, m1_dir).get("stopped"):
                 return _stopped()
         elif diffs := differences(m1_meta, m1_cfg, ignore={"labels"}):  # M1 is label-free
             return _refuse(m1_dir, diffs)
@@ -171,7 +157,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
                     if meta is None:
                         print(f"== {what} -> {run_dir}")
                         t0 = time.time()
-                        meta = run_training(cfg, data, run_dir, m1_run=str(m1) if m1 else None, half=a.half)
+                        meta = _train(cfg, data, run_dir, m1_run=str(m1) if m1 else None, half=a.half)
                         if meta.get("stopped"):
                             return _stopped()
                         print(f"   done in {time.time() - t0:.0f}s: test error {meta['best']['test_error']:.2f}%")
@@ -189,6 +175,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
                 if m1 is not None:
                     m1_meta = _done(Path(meta.get("m1_run", m1)))
                     m1_seconds, m1_measured = wall(m1_meta) if m1_meta else (0.0, True)
+                    m1_seconds = m1_seconds or 0.0  # the shipped M1 records no training time
                     seconds, measured = seconds + m1_seconds, measured and m1_measured
                 rows.append({"model": model, "labels": n, "seed": seed, "test_error": meta["best"]["test_error"],
                              "best_epoch": meta["best"]["epoch"], "epochs": meta["epochs"],
@@ -205,8 +192,6 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     """Register `reproduce` on the CLI."""
-    from ssvae_core.cli import add_train_args, at_least
-
     p = sub.add_parser("reproduce", help="train model × N × seeds on MNIST and print Table 1 (resumes)")
     p.add_argument("--models", default="m2,m1m2", help="comma-separated, e.g. m2,m1m2")
     p.add_argument("--labels", default="100", help="comma-separated label budgets, e.g. 100,600,1000,3000")
@@ -215,6 +200,8 @@ def add_parser(sub) -> None:
     p.add_argument("--restarts", type=at_least(1), default=1,
                    help="initialisations per label draw; the one with the lowest validation error is kept")
     p.add_argument("--out", default="runs/table1", help="folder for the runs (finished runs are reused)")
+    p.add_argument("--fresh-m1", action="store_true",
+                   help=f"M1+M2 on MNIST: train a shared M1 into OUT/m1 instead of using the shipped {SHIPPED_M1}")
     add_train_args(p)
     # None: the model's RECIPE fills it
     p.set_defaults(func=cmd_reproduce, epochs=None, lr=None, lr_final=None, hidden=None, kl_warmup=None,

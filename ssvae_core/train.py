@@ -57,9 +57,9 @@ class TrainConfig:
 
 
 def flush_denormals() -> None:
-    """Treat denormal floats as zero on the CPU. They take a slow path: without this an M1+M2 epoch slowed from
-    5 s to 23 s over 24 epochs (README: Throughput). The flag is per thread, and torch's worker threads copy it
-    when they are created, so call this at the start of a thread, before its first torch operation."""
+    """Treat denormal floats as zero on the CPU, where they take a slow path (docs/experiments.md). The flag is per
+    thread, and torch's worker threads copy it when they are created, so call this at the start of a thread, before
+    its first torch operation."""
     torch.set_flush_denormal(True)
 
 
@@ -110,7 +110,7 @@ def m1_features(m1: M1, x: torch.Tensor, batch: int = 5000) -> torch.Tensor:
 
 def fit_latent_classifier(kind: str, z: np.ndarray, y: np.ndarray):
     """The M1 classifier on labelled latent means: 3-nearest-neighbours or an RBF SVM."""
-    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.neighbors import KNeighborsClassifier  # scikit-learn loads slowly; only M1 needs it
     from sklearn.svm import SVC
 
     if kind == "svm":
@@ -132,10 +132,54 @@ def active_units(z: torch.Tensor, threshold: float) -> torch.Tensor:
     return idx if len(idx) else torch.arange(len(var), device=var.device)
 
 
-class Trainer:
-    """Trains one run; iterate `epochs()` for per-epoch history; `stop()` ends it between batches."""
+def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate at optimisation step `step` (0-based) of `total_steps`: a cosine from cfg.lr down to
+    cfg.lr_final over the run, or cfg.lr throughout when lr_final is 0."""
+    if cfg.lr_final <= 0:
+        return cfg.lr
+    frac = step / max(1, total_steps)
+    return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * frac))
 
-    def __init__(self, cfg: TrainConfig, data: Dataset, m1_state: dict | None = None):
+
+def kl_weight_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The KL term's weight in step `step` (0-based): rising linearly from 0 to 1 over cfg.kl_warmup epochs."""
+    if cfg.kl_warmup <= 0:
+        return 1.0
+    return min(1.0, (step + 1) / (cfg.kl_warmup * steps_per_epoch))
+
+
+@dataclass
+class Stage:
+    """One stage's training state (M1+M2 has an M1 stage, then its own): all a per-epoch checkpoint must hold."""
+
+    name: str  # "m1", "m2", "m1m2" or "supervised"
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    averaged: nn.Module | None  # the moving average of the weights (cfg.ema > 0), else None
+    epoch: int = 0  # epochs finished
+    updates: int = 0  # optimiser steps taken
+    best_score: float = math.inf  # M1: -validation ELBO; the others: validation error
+    best_state: dict | None = None
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The weights that are evaluated and kept: the moving average if there is one."""
+        return self.averaged if self.averaged is not None else self.model
+
+
+def _cpu(state: dict) -> dict:
+    """A detached CPU copy of a state dict."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+class Trainer:
+    """Trains one run; iterate `epochs()` for per-epoch history; `stop()` ends it between batches.
+
+    After every finished epoch `resume_state` holds everything needed to go on from there exactly (weights,
+    optimiser, random state, best so far, history); `Trainer(cfg, data, resume=state)` goes on from it.
+    """
+
+    def __init__(self, cfg: TrainConfig, data: Dataset, m1_state: dict | None = None, resume: dict | None = None):
         self.cfg = copy.deepcopy(cfg)
         self.device = resolve_device(cfg.device)
         self.data = data.to(self.device)
@@ -147,12 +191,21 @@ class Trainer:
         self.best_state: dict | None = None
         self.model: nn.Module | None = None
         self.latent_classifier = None  # M1 only
+        self.resume_state: dict | None = resume  # after each finished epoch: see class docstring
+        self.partial: dict | None = None  # a stop inside an epoch: {"epoch", "batches", "steps", "stage"}
+        self._resume = resume
         self._x_val_bin: torch.Tensor | None = None
         self._z1_eval: tuple[torch.Tensor, torch.Tensor] | None = None  # M1+M2: z1 means of validation, test
         self._t_start = time.perf_counter()
-        self.wall_seconds = 0.0  # training and per-epoch evaluation, from the start of epochs()
+        self.wall_seconds = 0.0  # training and per-epoch evaluation, from the start of epochs() (resumes add up)
         self._stop = threading.Event()
         self.stopped = False
+        if resume is not None:
+            self.history = list(resume["history"])
+            self.best = dict(resume["best"])
+            self.best_state = resume["best_state"]
+            self.wall_seconds = float(resume["wall_seconds"])
+            self.cfg.model.z1_active = int(resume.get("z1_active", self.cfg.model.z1_active))
 
     def stop(self) -> None:
         """Ask the run to end after the current batch; the best state so far is kept."""
@@ -160,12 +213,12 @@ class Trainer:
 
     # ---- the loop -------------------------------------------------------------------------
     def epochs(self, on_batch: Callable[[int, int], None] | None = None) -> Iterator[dict]:
-        """Run training, yielding one history record per epoch (M1+M2: M1 stage first)."""
-        self._t_start = time.perf_counter()
+        """Run training, yielding one history record per finished epoch (M1+M2: M1 stage first)."""
+        self._t_start = time.perf_counter() - self.wall_seconds
         torch.manual_seed(self.cfg.seed + 10_000 * self.cfg.init)  # init 0: the seed itself, as before
         flush_denormals()
-        kind = self.cfg.model.kind
-        if kind == "m1m2":
+        kind, resume = self.cfg.model.kind, self._resume
+        if kind == "m1m2" and (resume is None or resume["stage"] == "m1"):
             m1 = M1(self.data.x_dim, self.cfg.model).to(self.device)
             if self.m1_state is not None:
                 m1.load_state_dict(self.m1_state)
@@ -180,9 +233,10 @@ class Trainer:
             self.model = M1M2(self.data.x_dim, self.data.num_classes, self.cfg.model).to(self.device)
             self.model.m1.load_state_dict(m1.state_dict())
             self.model.active.copy_(active)
-            self.model.m1.requires_grad_(False)
-        else:
+        else:  # a fresh run, or a resume in the run's own stage (M1+M2: its M1 and active units are in the state)
             self.model = build_model(self.cfg.model, self.data.x_dim, self.data.num_classes).to(self.device)
+        if kind == "m1m2":
+            self.model.m1.requires_grad_(False)
         yield from self._fit(self.model, self.cfg.epochs, kind, on_batch)
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
@@ -191,86 +245,140 @@ class Trainer:
         self.wall_seconds = time.perf_counter() - self._t_start
 
     def _fit(self, model: nn.Module, n_epochs: int, stage: str, on_batch) -> Generator[dict, None, dict | None]:
-        """Train one stage, yielding its epochs; return the state of its best epoch (M1: highest validation ELBO,
-        label-free; others: lowest validation error)."""
-        cfg, data = self.stage_config(stage), self.data
-        best_score, stage_best = math.inf, None
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=cfg.lr)
-        # M1 learns from every training image; the others split labelled / unlabelled
-        pool = torch.arange(len(data.x_train), device=self.device) if stage == "m1" else self.unl_idx
+        """Train one stage, yielding its finished epochs; return the state of its best epoch (M1: highest validation
+        ELBO, label-free; others: lowest validation error)."""
+        cfg = self.stage_config(stage)
+        st = self._stage(model, stage, cfg)
+        pool = self.stage_pool(stage)
         steps = math.ceil(len(pool) / cfg.batch_size)
-        total_steps = max(1, steps * n_epochs)
-        # beta weighs the batch mean of -log q(y|x) against the batch mean of U: 0.1*N/N_l per labelled example, as
-        # the guide reads the original code. Scaling it by N_l/N_u too (J's plain sums over each set) was measured
-        # and is worse at short budgets (README: "What each change did").
-        beta = cfg.alpha * len(data.x_train) / cfg.labels
-        lab_weight = len(self.lab_idx) / max(1, len(self.unl_idx)) if cfg.labelled_elbo == "dataset" else 1.0
         q_z1 = self.q_z1_train(model) if stage == "m1m2" else None
-        last_good = copy.deepcopy(model.state_dict())
-        averaged = self._averaged(model) if cfg.ema > 0 else None
-        evaluated = averaged if averaged is not None else model  # the weights evaluated and kept
-        updates = 0
-        for epoch in range(1, n_epochs + 1):
+        while st.epoch < n_epochs:
+            epoch = st.epoch + 1
+            last_good = _cpu(model.state_dict())
             t0 = time.perf_counter()
-            sums: dict[str, float] = {}
-            perm = pool[torch.randperm(len(pool), device=self.device)]
-            done = 0
-            for step in range(steps):
-                if self._stop.is_set():
-                    break
-                if cfg.lr_final > 0:
-                    frac = ((epoch - 1) * steps + step) / total_steps
-                    for g in opt.param_groups:
-                        g["lr"] = cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * frac))
-                u = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-                li = self.lab_idx[torch.randint(len(self.lab_idx), (cfg.labelled_batch,), device=self.device)]
-                kl_weight = min(1.0, ((epoch - 1) * steps + step + 1) / (cfg.kl_warmup * steps)) if cfg.kl_warmup > 0 \
-                    else 1.0
-                terms = self.batch_terms(model, stage, li, u, q_z1, beta, kl_weight, lab_weight)
-                if not torch.isfinite(terms["loss"]):
-                    model.load_state_dict(last_good)
-                    raise TrainingError(f"The loss became {terms['loss'].item()} at epoch {epoch}, batch {step + 1} "
-                                        f"({stage}); the state of the last finished epoch was kept. "
-                                        f"Try a lower learning rate (--lr).")
-                opt.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                opt.step()
-                if averaged is not None:
-                    updates += 1
-                    ema_update(averaged, model, min(cfg.ema, (1 + updates) / (10 + updates)))
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + v.detach()
-                done += 1
-                if on_batch:
-                    on_batch(step + 1, steps)
+            try:
+                sums, done = self.run_epoch(st, cfg, pool, steps, n_epochs, q_z1, on_batch)
+            except TrainingError:
+                model.load_state_dict(last_good)
+                raise
             if done == 0:  # stopped before this epoch's first batch
                 self.stopped = True
                 break
-            last_good = copy.deepcopy(model.state_dict())
+            if done < steps and (st.best_state is not None or stage != cfg.model.kind):
+                # stopped inside an epoch after a finished one: the partial epoch is not kept
+                model.load_state_dict(last_good)
+                self.partial = {"stage": stage, "epoch": epoch, "batches": done, "steps": steps}
+                self.stopped = True
+                break
             rec = {k: float(v) / done for k, v in sums.items()}
             seconds = time.perf_counter() - t0
             rec.update(stage=stage, epoch=epoch, seconds=seconds, images_per_s=done * cfg.batch_size / seconds,
-                       lr=opt.param_groups[0]["lr"], complete=done == steps)
+                       lr=st.opt.param_groups[0]["lr"], complete=done == steps)
+            if done < steps:  # the run has no finished epoch: this partial one is all there is
+                rec.update(batches=done, steps=steps)
+                self.partial = {"stage": stage, "epoch": epoch, "batches": done, "steps": steps}
             t_eval = time.perf_counter()
-            rec.update(self._evaluate(evaluated, stage))
-            if averaged is not None:  # the raw weights too, to see what the averaging gains
+            rec.update(self._evaluate(st.evaluated, stage))
+            if st.averaged is not None:  # the raw weights too, to see what the averaging gains
                 rec.update({f"raw_{k}": v for k, v in self._evaluate(model, stage).items()})
             rec["eval_seconds"] = time.perf_counter() - t_eval
-            score = -rec["val_elbo"] if stage == "m1" else rec["val_error"]
-            if score < best_score:
-                best_score = score
-                stage_best = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
-                if stage == cfg.model.kind:  # the run's own model, not the M1 stage of M1+M2
-                    self.best = {"val_error": rec["val_error"], "test_error": rec["test_error"], "epoch": epoch}
-                    self.best_state = stage_best
+            st.epoch = epoch
+            self.choose_best(st, rec)
             self.history.append(rec)
             self.wall_seconds = time.perf_counter() - self._t_start
-            yield rec
             if done < steps:
                 self.stopped = True
+                yield rec
                 break
-        return stage_best
+            self.resume_state = self.checkpoint(st)
+            yield rec
+        return st.best_state
+
+    def _stage(self, model: nn.Module, stage: str, cfg: TrainConfig) -> Stage:
+        """A fresh stage for `model`, or the interrupted one this Trainer resumes (weights, optimiser, random state)."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        st = Stage(stage, model, torch.optim.Adam(params, lr=cfg.lr), self._averaged(model) if cfg.ema > 0 else None)
+        r = self._resume
+        if r is not None and r["stage"] == stage:
+            model.load_state_dict(r["model"])
+            st.opt.load_state_dict(r["optimizer"])
+            if st.averaged is not None:
+                st.averaged.load_state_dict(r["averaged"])
+            st.epoch, st.updates, st.best_score = int(r["epoch"]), int(r["updates"]), float(r["best_score"])
+            st.best_state = r["stage_best"]
+            torch.set_rng_state(r["rng"])
+            if self.device.type == "cuda" and r.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(r["cuda_rng"], self.device)
+            self._resume = None
+        return st
+
+    def stage_pool(self, stage: str) -> torch.Tensor:
+        """The training images a stage's epoch runs over: all of them for M1, the unlabelled ones otherwise."""
+        return torch.arange(len(self.data.x_train), device=self.device) if stage == "m1" else self.unl_idx
+
+    def run_epoch(self, st: Stage, cfg: TrainConfig, pool: torch.Tensor, steps: int, n_epochs: int,
+                  q_z1: torch.Tensor | None, on_batch) -> tuple[dict[str, torch.Tensor], int]:
+        """One pass over `pool` in shuffled batches, each a step of Adam on J^alpha (M1: its ELBO); returns the
+        summed loss terms and the number of batches done (fewer after stop())."""
+        model, stage = st.model, st.name
+        # beta weighs the batch mean of -log q(y|x) against the batch mean of U: 0.1*N/N_l per labelled example
+        beta = cfg.alpha * len(self.data.x_train) / cfg.labels
+        lab_weight = len(self.lab_idx) / max(1, len(self.unl_idx)) if cfg.labelled_elbo == "dataset" else 1.0
+        total_steps = max(1, steps * n_epochs)
+        sums: dict[str, torch.Tensor] = {}
+        perm = pool[torch.randperm(len(pool), device=self.device)]
+        done = 0
+        for step in range(steps):
+            if self._stop.is_set():
+                break
+            at = st.epoch * steps + step  # steps taken in this stage before this one
+            for g in st.opt.param_groups:
+                g["lr"] = lr_at(cfg, at, total_steps)
+            u = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            li = self.lab_idx[torch.randint(len(self.lab_idx), (cfg.labelled_batch,), device=self.device)]
+            terms = self.batch_terms(model, stage, li, u, q_z1, beta, kl_weight_at(cfg, at, steps), lab_weight)
+            if not torch.isfinite(terms["loss"]):
+                raise TrainingError(f"The loss became {terms['loss'].item()} at epoch {st.epoch + 1}, batch "
+                                    f"{step + 1} ({stage}); the state of the last finished epoch was kept. "
+                                    f"Try a lower learning rate (--lr).")
+            st.opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            st.opt.step()
+            st.updates += 1
+            if st.averaged is not None:
+                ema_update(st.averaged, model, min(cfg.ema, (1 + st.updates) / (10 + st.updates)))
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v.detach()
+            done += 1
+            if on_batch:
+                on_batch(step + 1, steps)
+        return sums, done
+
+    def choose_best(self, st: Stage, rec: dict) -> bool:
+        """Keep the evaluated weights if this epoch scores best so far (M1: validation ELBO; else validation
+        error); returns whether it did."""
+        score = -rec["val_elbo"] if st.name == "m1" else rec["val_error"]
+        if score >= st.best_score:
+            return False
+        st.best_score = score
+        st.best_state = {k: v.detach().clone() for k, v in st.evaluated.state_dict().items()}
+        if st.name == self.cfg.model.kind:  # the run's own model, not the M1 stage of M1+M2
+            self.best = {"val_error": rec["val_error"], "test_error": rec["test_error"], "epoch": rec["epoch"]}
+            self.best_state = st.best_state
+        return True
+
+    def checkpoint(self, st: Stage) -> dict:
+        """Everything needed to go on exactly after the epoch just finished (CPU tensors and plain values)."""
+        return {
+            "stage": st.name, "epoch": st.epoch, "updates": st.updates, "best_score": st.best_score,
+            "model": _cpu(st.model.state_dict()), "optimizer": copy.deepcopy(st.opt.state_dict()),
+            "averaged": _cpu(st.averaged.state_dict()) if st.averaged is not None else None,
+            "stage_best": _cpu(st.best_state) if st.best_state is not None else None,
+            "best": dict(self.best), "best_state": _cpu(self.best_state) if self.best_state is not None else None,
+            "history": copy.deepcopy(self.history), "wall_seconds": self.wall_seconds,
+            "z1_active": self.cfg.model.z1_active, "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        }
 
     def stage_config(self, stage: str) -> TrainConfig:
         """The run's settings for one stage: M1+M2's M1 stage takes its own m1_lr, m1_lr_final, m1_kl_warmup."""

@@ -50,6 +50,8 @@ def no_jobs_left() -> Iterator[None]:
     for job in jobs.active_jobs():
         job.stop()
         job.join(60)
+    with jobs._LOCK:
+        jobs._JOBS.clear()
 
 
 def app(monkeypatch, root: Path) -> AppTest:
@@ -160,7 +162,7 @@ def test_train_starts_and_stops(monkeypatch, tmp_path):
     start = next(b for b in at.button if b.label == "Start training")
     start.click().run()
     assert_clean(at, "train")
-    job = jobs.get_job(at.session_state["owner"])
+    job = jobs.get_job(at.session_state["tr_job"])
     assert job is not None and job.cfg.dataset == "digits" and job.cfg.lr_final == pytest.approx(1e-4)
 
     def epochs_done() -> int:
@@ -173,7 +175,7 @@ def test_train_starts_and_stops(monkeypatch, tmp_path):
         time.sleep(0.5)
     assert epochs_done() >= 2  # history grows
     assert at.get("plotly_chart")  # live curves
-    at.button(key="tr_stop").click().run()
+    at.button(key=f"tr_stop_{job.id}").click().run()
     job.join(60)
     at.run()
     assert_clean(at, "train")
@@ -184,7 +186,7 @@ def test_train_starts_and_stops(monkeypatch, tmp_path):
 
 
 def test_train_page_fills_in_each_models_recipe(monkeypatch, tmp_path):
-    from ssvae_core.reproduce import recipe_settings
+    from ssvae_core.recipes import recipe_settings
 
     at = app(monkeypatch, tmp_path / "ck")
     at.switch_page("pages/train.py").run()
@@ -211,7 +213,7 @@ def test_train_page_fills_in_each_models_recipe(monkeypatch, tmp_path):
     at.run()
     next(b for b in at.button if b.label == "Start training").click().run()
     assert_clean(at, "train")
-    job = jobs.get_job(at.session_state["owner"])
+    job = jobs.get_job(at.session_state["tr_job"])
     m1 = recipe_settings("m1m2")
     assert (job.cfg.m1_lr, job.cfg.m1_lr_final, job.cfg.m1_kl_warmup) == pytest.approx(
         (m1["m1_lr"], m1["m1_lr_final"], m1["m1_kl_warmup"]))

@@ -34,3 +34,22 @@ def test_bench_prints_a_row_per_model():
     assert set(rows) == {"m1", "m2", "m1m2"}
     for r in rows.values():
         assert float(r[1]) > 0 and float(r[2]) > 0 and float(r[3]) > 0 and 0 < float(r[4].rstrip("%")) < 100
+
+
+def test_to_target_reports_the_first_epoch_whose_validation_error_reaches_the_target(digits, monkeypatch):
+    from ssvae_core import bench, recipes
+
+    monkeypatch.setitem(recipes.RECIPE, "m2", {**recipes.RECIPE["m2"], "epochs": 3, "hidden": [32]})
+    lines = []
+    for target in (100.0, 0.0):  # reached at once / never
+        monkeypatch.setitem(recipes.TARGETS, "m2", target)
+        lines.clear()
+        r = bench.to_target("m2", digits, 50, 0, "cpu", None, until_target=False, out=lines.append)
+        assert len(lines) == 3 and all("val" in line and "test" in line for line in lines)
+        if target:
+            assert r["hit"]["epoch"] == 1 and r["hit"]["seconds"] > 0
+        else:
+            assert r["hit"] is None
+        assert r["best_val"] <= 100 and r["epochs"] == 3
+    monkeypatch.setitem(recipes.TARGETS, "m2", 100.0)
+    assert bench.to_target("m2", digits, 50, 0, "cpu", None, until_target=True, out=lines.append)["wall"] > 0

@@ -42,7 +42,7 @@ def clean_registry() -> Iterator[None]:
 
 
 def test_job_trains_saves_and_loads(tmp_path):
-    job = jobs.start_job(tiny_cfg(epochs=2), None, tmp_path / "run", owner="a")
+    job = jobs.start_job(tiny_cfg(epochs=2), None, tmp_path / "run")
     job.join(120)
     snap = job.snapshot()
     assert snap["status"] == jobs.DONE, snap["error"]
@@ -52,11 +52,11 @@ def test_job_trains_saves_and_loads(tmp_path):
     assert {"loss", "elbo_labelled", "elbo_unlabelled", "val_error", "test_error"} <= set(rec)
     run = load_run(tmp_path / "run")
     assert run.cfg.model.kind == "m2" and len(run.meta["history"]) == 2
-    assert jobs.get_job("a") is job
+    assert jobs.get_job(job.id) is job and jobs.all_jobs() == [job]  # every tab of the app sees it
 
 
 def test_history_grows_and_stop_keeps_best_checkpoint(tmp_path):
-    job = jobs.start_job(tiny_cfg(epochs=10_000), None, tmp_path / "run", owner="a")
+    job = jobs.start_job(tiny_cfg(epochs=10_000), None, tmp_path / "run")
     wait(lambda: len(job.snapshot()["history"]) >= 1)
     n1 = len(job.snapshot()["history"])
     wait(lambda: len(job.snapshot()["history"]) > n1)  # still growing while it runs
@@ -88,7 +88,7 @@ def test_stop_before_first_epoch_saves_nothing(tmp_path, monkeypatch, hold, mess
     # Held deterministically: without it, a loaded machine could run a whole tiny epoch before stop() (a flaky test).
     reached, release = threading.Event(), threading.Event()
     monkeypatch.setattr(jobs, hold, held_until(reached, release, getattr(jobs, hold)))
-    job = jobs.start_job(tiny_cfg(epochs=200), None, tmp_path / "run", owner="a")
+    job = jobs.start_job(tiny_cfg(epochs=200), None, tmp_path / "run")
     assert reached.wait(60)
     job.stop()
     release.set()
@@ -102,24 +102,41 @@ def test_stop_before_first_epoch_saves_nothing(tmp_path, monkeypatch, hold, mess
 def test_limits(tmp_path, monkeypatch):
     monkeypatch.delenv("SSVAE_MAX_JOBS", raising=False)
     assert jobs.max_jobs() == 1
-    first = jobs.start_job(tiny_cfg(epochs=200), None, tmp_path / "a", owner="a")
-    with pytest.raises(jobs.JobLimitError, match="already have"):
-        jobs.start_job(tiny_cfg(), None, tmp_path / "a2", owner="a")  # one run per session
+    first = jobs.start_job(tiny_cfg(epochs=200), None, tmp_path / "a")
     with pytest.raises(jobs.JobLimitError, match="already running 1 training run"):
-        jobs.start_job(tiny_cfg(), None, tmp_path / "b", owner="b")  # the machine's maximum
-    monkeypatch.setenv("SSVAE_MAX_JOBS", "2")
-    second = jobs.start_job(tiny_cfg(epochs=200), None, tmp_path / "b", owner="b")
-    assert {j.owner for j in jobs.active_jobs()} == {"a", "b"}
+        jobs.start_job(tiny_cfg(), None, tmp_path / "b")  # the machine's maximum
+    monkeypatch.setenv("SSVAE_MAX_JOBS", "3")
+    with pytest.raises(jobs.JobLimitError, match="already being trained"):
+        jobs.start_job(tiny_cfg(), None, tmp_path / "a")  # one run folder, one job
+    second = jobs.start_job(tiny_cfg(epochs=200), None, tmp_path / "b")
+    assert {j.id for j in jobs.active_jobs()} == {first.id, second.id}
     second.stop()
     second.join(60)
-    assert first.active  # stopping one session's run leaves the other alone
+    assert first.active  # stopping one run leaves the other alone
     first.stop()
     first.join(60)
     assert not jobs.active_jobs()
 
 
+def test_a_stopped_job_resumes_from_its_last_finished_epoch_and_is_listed_until_then(tmp_path):
+    root = tmp_path / "checkpoints"
+    job = jobs.start_job(tiny_cfg(epochs=10_000), None, root / "run")
+    wait(lambda: len(job.snapshot()["history"]) >= 2)
+    job.stop()
+    job.join(60)
+    done = len([h for h in job.snapshot()["history"] if h["complete"]])
+    assert [r["name"] for r in jobs.interrupted_runs(root)] == ["run"]
+    again = jobs.resume_job(root / "run", None)
+    assert again.snapshot()["resumed"] and jobs.interrupted_runs(root) == []  # being trained: not offered
+    wait(lambda: len(again.snapshot()["history"]) > done)
+    again.stop()
+    again.join(60)
+    hist = again.snapshot()["history"]
+    assert [h["epoch"] for h in hist if h["complete"]][:done + 1] == list(range(1, done + 2))
+
+
 def test_missing_dataset_fails_with_message(tmp_path):
-    job = jobs.start_job(tiny_cfg(dataset="mnist"), tmp_path / "nodata", tmp_path / "run", owner="a")
+    job = jobs.start_job(tiny_cfg(dataset="mnist"), tmp_path / "nodata", tmp_path / "run")
     job.join(60)
     snap = job.snapshot()
     assert snap["status"] == jobs.FAILED and "MNIST" in snap["error"]
@@ -127,7 +144,7 @@ def test_missing_dataset_fails_with_message(tmp_path):
 
 
 def test_bad_label_budget_fails_with_message(tmp_path):
-    job = jobs.start_job(tiny_cfg(labels=55), None, tmp_path / "run", owner="a")
+    job = jobs.start_job(tiny_cfg(labels=55), None, tmp_path / "run")
     job.join(60)
     snap = job.snapshot()
     assert snap["status"] == jobs.FAILED and "multiple of 10" in snap["error"]

@@ -54,7 +54,7 @@ def test_a_finished_run_with_other_settings_is_neither_reused_nor_overwritten(tm
     again = subprocess.run([*args, "--epochs", "2", "--lr", "0.01"], capture_output=True, text=True, cwd=ROOT,
                            timeout=600)
     assert again.returncode == 1 and "done in" not in again.stdout
-    from ssvae_core.reproduce import RECIPE
+    from ssvae_core.recipes import RECIPE
 
     lr = RECIPE["m2"]["lr"]  # the first run's, from the recipe
     assert f"m2-n50-s0 was trained with other settings: epochs 1 (asked 2), lr {lr} (asked 0.01)" in again.stdout
@@ -125,8 +125,9 @@ def _reproduce_args(*flags: str):
 
 
 def test_each_model_takes_its_own_recipe_unless_a_flag_is_given():
-    from ssvae_core.cli import config_from_args
-    from ssvae_core.reproduce import RECIPE, _with_recipe
+    from ssvae_core.flags import config_from_args
+    from ssvae_core.recipes import RECIPE
+    from ssvae_core.reproduce import _with_recipe
 
     assert RECIPE["m2"]["hidden"] != RECIPE["m1m2"]["hidden"]  # else this test could not tell them apart
     a = _reproduce_args()
@@ -141,8 +142,9 @@ def test_each_model_takes_its_own_recipe_unless_a_flag_is_given():
 
 
 def test_m1m2_stage_runs_longer_from_1000_labels_unless_epochs_are_given():
-    from ssvae_core.cli import config_from_args
-    from ssvae_core.reproduce import LONGER_STAGE, RECIPE, _with_recipe, recipe_settings
+    from ssvae_core.flags import config_from_args
+    from ssvae_core.recipes import LONGER_STAGE, RECIPE, recipe_settings
+    from ssvae_core.reproduce import _with_recipe
 
     n_from, longer = LONGER_STAGE["m1m2"]
     assert longer != RECIPE["m1m2"]["epochs"]  # else this test could not tell them apart
@@ -160,11 +162,11 @@ def test_m1m2_stage_runs_longer_from_1000_labels_unless_epochs_are_given():
 def test_reproduce_takes_each_label_budgets_recipe(tmp_path, monkeypatch, capsys):
     import json
 
-    from ssvae_core import reproduce
+    from ssvae_core import recipes
     from ssvae_core.cli import main
 
-    monkeypatch.setitem(reproduce.RECIPE, "m2", {**reproduce.RECIPE["m2"], "epochs": 1, "hidden": [32]})
-    monkeypatch.setitem(reproduce.LONGER_STAGE, "m2", (100, 2))  # a longer run from N=100 on, for this test
+    monkeypatch.setitem(recipes.RECIPE, "m2", {**recipes.RECIPE["m2"], "epochs": 1, "hidden": [32]})
+    monkeypatch.setitem(recipes.LONGER_STAGE, "m2", (100, 2))  # a longer run from N=100 on, for this test
     assert main(["reproduce", "--dataset", "digits", "--models", "m2", "--labels", "50,100", "--seeds", "0",
                  "--z-dim", "4", "--device", "cpu", "--out", str(tmp_path)]) == 0
     epochs = {n: json.loads((tmp_path / f"m2-n{n}-s0" / "run.json").read_text())["config"]["epochs"] for n in (50, 100)}

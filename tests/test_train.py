@@ -126,8 +126,24 @@ def test_stop_between_batches_keeps_best(digits):
             trainer.stop()
 
     history = list(trainer.epochs(on_batch=on_batch))
-    assert len(history) == 3 and not history[-1]["complete"] and trainer.stopped
-    assert trainer.best_state is not None and trainer.best["epoch"] <= 3
+    # the partial third epoch is named as such, and neither recorded nor kept: two epochs had finished
+    assert len(history) == 2 and all(h["complete"] for h in history) and trainer.stopped
+    assert trainer.partial == {"stage": "m2", "epoch": 3, "batches": 3, "steps": max(seen)}
+    assert trainer.best_state is not None and trainer.best["epoch"] <= 2
+    assert trainer.resume_state["epoch"] == 2  # a resume goes on from the last finished epoch
+
+
+def test_stop_inside_the_first_epoch_keeps_that_partial_epoch_and_says_so(digits):
+    trainer = Trainer(small_cfg("m2", epochs=5), digits)
+
+    def on_batch(step, steps):
+        if step == 2:
+            trainer.stop()
+
+    history = list(trainer.epochs(on_batch=on_batch))
+    assert len(history) == 1 and not history[0]["complete"] and history[0]["batches"] == 2
+    assert trainer.partial["batches"] == 2 and trainer.best_state is not None
+    assert trainer.resume_state is None  # nothing finished to go on from
 
 
 def test_nan_loss_stops_with_message_and_keeps_last_good_state(digits, monkeypatch):

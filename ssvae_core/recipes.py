@@ -1,0 +1,43 @@
+"""One source for names, the paper's numbers and the training recipes that every command and page reads."""
+
+from __future__ import annotations
+
+MODEL_NAMES = {"m1": "M1", "m2": "M2", "m1m2": "M1+M2", "supervised": "Supervised"}
+DATASET_NAMES = {"mnist": "MNIST", "digits": "Digits (8×8)", "svhn": "SVHN", "norb": "small NORB"}
+
+PAPER = {  # Kingma et al. 2014, Table 1: MNIST test error (%) with N labels
+    "m2": {100: 11.97, 600: 4.94, 1000: 3.60, 3000: 3.92},
+    "m1m2": {100: 3.33, 600: 2.59, 1000: 2.40, 3000: 2.18},
+    "m1": {100: 11.82, 600: 5.72, 1000: 4.24, 3000: 3.49},  # M1+TSVM
+}
+PAPER_NAMES = {"m1": "M1+TSVM", "m2": "M2", "m1m2": "M1+M2"}  # the paper's row names
+
+RECIPE = {  # per-model settings of the results table (docs/experiments.md says how each was chosen)
+    # the shared M1 of M1+M2, M1_EPOCHS epochs, its KL weight rising from 0 to 1 over the first 60
+    "m1": {"epochs": 150, "lr": 1e-3, "lr_final": 1e-4, "hidden": [500], "kl_warmup": 60.0},
+    "m2": {"epochs": 45, "lr": 3e-3, "lr_final": 3e-4, "hidden": [500, 500], "kl_warmup": 0.0},
+    "m1m2": {"epochs": 150, "lr": 3e-3, "lr_final": 3e-4, "hidden": [500], "kl_warmup": 0.0},
+    "supervised": {"epochs": 20, "lr": 1e-3, "lr_final": 1e-4, "hidden": [500, 500], "kl_warmup": 0.0},
+}
+LONGER_STAGE = {"m1m2": (1000, 200)}  # from N=1000 labels on, M1+M2's stage runs 200 epochs
+M1_EPOCHS = RECIPE["m1"]["epochs"]  # the shared M1's epochs
+TARGETS = {"m1m2": 3.33, "m2": 6.0}  # `bench --to-target`: validation error (%) to reach at N=100 (M1+M2: the paper's)
+SHIPPED_M1 = "checkpoints/pretrained/m1-mnist"  # the recipe's M1, label-free: M1+M2 on MNIST starts from it
+
+
+def recipe(model: str, labels: int | None = None) -> dict:
+    """RECIPE[model], with the longer stage of LONGER_STAGE where `labels` reaches its threshold."""
+    r = dict(RECIPE[model])
+    if labels is not None and model in LONGER_STAGE and labels >= LONGER_STAGE[model][0]:
+        r["epochs"] = LONGER_STAGE[model][1]
+    return r
+
+
+def recipe_settings(model: str, labels: int | None = None) -> dict:
+    """Every setting the recipe fixes for `model` at `labels`: epochs, lr, lr_final, kl_warmup, hidden, and for
+    M1+M2's M1 stage m1_epochs, m1_lr, m1_lr_final, m1_kl_warmup (what `train --recipe`, `reproduce` and the Train
+    page's recipe use)."""
+    r, m1 = recipe(model, labels), RECIPE["m1"]
+    return {"epochs": r["epochs"], "lr": r["lr"], "lr_final": r["lr_final"], "kl_warmup": r["kl_warmup"],
+            "hidden": list(r["hidden"]), "m1_epochs": M1_EPOCHS, "m1_lr": m1["lr"], "m1_lr_final": m1["lr_final"],
+            "m1_kl_warmup": m1["kl_warmup"]}

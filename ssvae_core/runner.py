@@ -1,0 +1,103 @@
+"""Run one training from a config, as `train` and `reproduce` do: a line per epoch, a checkpoint after every epoch,
+resume after a crash or a stop."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ssvae_core.checkpoints import (
+    DONE,
+    FAILED,
+    TRAINING,
+    load_resume,
+    m1_from_run,
+    read_meta,
+    run_state,
+    save_progress,
+    save_trainer,
+)
+from ssvae_core.data import Dataset
+from ssvae_core.errors import CheckpointError, TrainingError
+from ssvae_core.train import TrainConfig, Trainer
+
+
+def resumable_config(run_dir: str | Path) -> tuple[TrainConfig, dict]:
+    """The config and run.json of a run that can go on (interrupted or stopped); CheckpointError says why not."""
+    meta = read_meta(run_dir)
+    state = run_state(meta)
+    if state == DONE:
+        raise CheckpointError(f"{run_dir}: this run finished; there is nothing to resume.")
+    if state == TRAINING:
+        raise CheckpointError(f"{run_dir}: process {meta.get('pid')} on {meta.get('host')} is still training it.")
+    load_resume(run_dir)  # says so if there is no state to go on from
+    return TrainConfig.from_dict(meta["config"]), meta
+
+
+def progress_line(rec: dict) -> str:
+    """One epoch's line in a log: stage, epoch, loss, errors, seconds."""
+    errs = f" val {rec['val_error']:.2f}% test {rec['test_error']:.2f}%" if "val_error" in rec else ""
+    return (f"[{rec['stage']}] epoch {rec['epoch']:3d}  loss {rec['loss']:9.3f}{errs}  "
+            f"{rec['seconds']:.1f}s ({rec['images_per_s']:.0f} img/s)")
+
+
+def run_training(cfg: TrainConfig, data: Dataset, out: str | Path, m1_run: str | None = None, half: bool = False,
+                 quiet: bool = False, resume: bool = False) -> dict:
+    """Train one run into `out`, saving it after every epoch (best weights, run.json, resume.pt) and at the end;
+    `resume=True` goes on from the last finished epoch saved in `out`. Returns the final run.json."""
+    out = Path(out)
+    m1_state, extra = None, {}
+    if resume:
+        cfg, meta = resumable_config(out)
+        extra = {k: meta[k] for k in ("m1_run", "m1_source") if k in meta}
+        half = bool(meta.get("save_half", half))
+        trainer = Trainer(cfg, data, resume=load_resume(out))
+    else:
+        if m1_run and cfg.model.kind == "m1m2":
+            m1, fields = m1_from_run(m1_run)
+            m1_state = m1.state_dict()
+            for k in ("m1_hidden", "m1_z_dim", "activation"):
+                setattr(cfg.model, k, fields[k])
+            extra["m1_run"] = fields["path"]
+        trainer = Trainer(cfg, data, m1_state=m1_state)
+    extra["save_half"] = half
+    bar = tqdm(total=0, unit="batch", leave=False, disable=True if quiet else None, dynamic_ncols=True)
+
+    def on_batch(step: int, steps: int) -> None:
+        if bar.total != steps:
+            bar.reset(total=steps)
+        bar.update(step - bar.n)
+
+    def on_term(signum, frame) -> None:  # `kill PID` on a server: stop between batches and save
+        print("Terminated: stopping after this batch and saving the best model so far.", file=sys.stderr)
+        trainer.stop()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
+    try:
+        for rec in trainer.epochs(on_batch=on_batch):
+            if not quiet:
+                tqdm.write(progress_line(rec), file=sys.stdout)
+            if rec["complete"]:
+                save_progress(trainer, out, extra)
+    except KeyboardInterrupt:
+        trainer.stopped = True
+        print("Interrupted: saving the best model so far.", file=sys.stderr)
+    except TrainingError as exc:
+        if trainer.best_state is not None:
+            save_trainer(trainer, out, half=half, extra={**extra, "error": str(exc)}, state=FAILED)
+        raise
+    finally:
+        bar.close()
+    if trainer.partial is not None:
+        p = trainer.partial
+        print(f"Stopped in epoch {p['epoch']} after {p['batches']} of {p['steps']} batches"
+              + ("; no epoch had finished, so that partial epoch is what is saved." if trainer.resume_state is None
+                 else "; that partial epoch is not kept (resume goes on from the last finished epoch)."),
+              file=sys.stderr)
+    save_trainer(trainer, out, half=half, extra=extra)
+    return read_meta(out)
