@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from ssvae_core import generate, jobs
+from ssvae_core import generate, jobs, validate
 from ssvae_core.checkpoints import Run, list_runs, load_run
 from ssvae_core.data import Dataset, default_data_root, load_dataset
 from ssvae_core.errors import CheckpointError, DataError
@@ -161,13 +161,23 @@ def no_model_state() -> None:
 
 # ---- data ------------------------------------------------------------------------------------
 
+_POOL_SMALLEST: dict[tuple[str, str], int] = {}  # (dataset, root) → images of its rarest training class, once loaded
+
+
 @st.cache_resource(max_entries=2, show_spinner="Loading dataset…")
 def _dataset(name: str, root: str) -> Dataset | str:
     """The dataset `name` from `root` (CPU tensors), or the error message."""
     try:
-        return load_dataset(name, root, download=False)
+        data = load_dataset(name, root, download=False)
     except DataError as exc:
         return str(exc)
+    _POOL_SMALLEST[(name, root)] = validate.smallest_class(data.y_train, data.num_classes)
+    return data
+
+
+def pool_smallest(name: str) -> int | None:
+    """Images of the rarest class in the training pool of dataset `name` if this process has loaded it, else None."""
+    return _POOL_SMALLEST.get((name, str(data_root().resolve())))
 
 
 def dataset(name: str) -> Dataset | None:

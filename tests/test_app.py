@@ -218,3 +218,31 @@ def test_train_page_fills_in_each_models_recipe(monkeypatch, tmp_path):
     assert job.cfg.lr != job.cfg.m1_lr
     job.stop()
     job.join(60)
+
+
+def _refusals(at: AppTest) -> list[str]:
+    """The red 'refused' lines the Train form shows."""
+    return [m.value for m in at.markdown if m.value.startswith(":red[")]
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("tr_epochs", 0, "Epochs must be from 1 to 3,000; 0 is outside that range."),
+    ("tr_labels", 15, "N must be a multiple of 10"),
+    ("tr_labels", 60000, "N can be at most 45,060"),
+    ("tr_batch", 1, "The batch size must be from 10 to 5,000"),
+    ("tr_hidden", "abc", "Hidden layer sizes are whole numbers separated by commas"),
+])
+def test_train_form_refuses_bad_values_before_start(monkeypatch, tmp_path, key, value, words):
+    at = app(monkeypatch, tmp_path / "ck")
+    at.switch_page("pages/train.py").run()
+    at.selectbox(key="tr_dataset").set_value("mnist")
+    start = next(b for b in at.button if b.label == "Start training")
+    assert not start.disabled and not _refusals(at)
+    widget = at.text_input(key=key) if key == "tr_hidden" else at.number_input(key=key)
+    widget.set_value(value).run()
+    assert_clean(at, "train")
+    shown = at.text_input(key=key) if key == "tr_hidden" else at.number_input(key=key)
+    assert shown.value == value  # the widget keeps what was typed
+    start = next(b for b in at.button if b.label == "Start training")
+    assert start.disabled
+    assert any(words in r for r in _refusals(at)), _refusals(at)
