@@ -20,6 +20,7 @@ with left:
         "MNIST with a few percent error. The trick: model how images are *generated* from a class **y** and a "
         "continuous *style* **z**, and treat the label of an unlabelled image as a latent variable to infer.")
     row = _ui.active_row()
+    _ui.fallback_note()
     with st.container(border=True):
         if row is None:
             st.markdown("#### No model yet: train one")

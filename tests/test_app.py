@@ -246,3 +246,52 @@ def test_train_form_refuses_bad_values_before_start(monkeypatch, tmp_path, key, 
     start = next(b for b in at.button if b.label == "Start training")
     assert start.disabled
     assert any(words in r for r in _refusals(at)), _refusals(at)
+
+
+def _random_weights(run: Path) -> None:
+    """Replace a run's weights by random bytes and make run.json's sha256 vouch for them."""
+    import hashlib
+    import json
+    import os
+
+    data = os.urandom(20000)
+    (run / "model.pt").write_bytes(data)
+    meta = json.loads((run / "run.json").read_text())
+    meta["weights"]["sha256"] = hashlib.sha256(data).hexdigest()
+    (run / "run.json").write_text(json.dumps(meta))
+
+
+def test_broken_runs_are_shown_broken_and_never_used(monkeypatch, ckpt_root, tmp_path):
+    import os
+    import shutil
+
+    root = tmp_path / "ck"
+    shutil.copytree(ckpt_root, root)
+    shutil.copytree(root / "m2-digits-z2", root / "m2-digits-random")
+    _random_weights(root / "m2-digits-random")
+    at = app(monkeypatch, root)
+    at.switch_page("pages/results.py").run()
+    assert_clean(at, "results")
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc["m2-digits-random", "status"] == "⚠ broken"
+    assert "is not a PyTorch weights file" in table.loc["m2-digits-random", "problem"]
+    assert table.loc["m2-digits-z2", "status"] == "ok"
+
+    at.switch_page("pages/style.py").run()
+    assert_clean(at, "style")
+    assert not any("m2-digits-random" in o for o in at.selectbox(key="sx_run").options)
+    assert any("Left out, broken" in c.value and "m2-digits-random" in c.value for c in at.caption)
+
+    # the picked model breaks later: the default takes its place and the pages say so
+    picked = str(root / "m2-digits-z12")
+    at.selectbox(key="sx_run").set_value(picked).run()
+    assert at.session_state["active_run"] == picked
+    (root / "m2-digits-z12" / "model.pt").write_bytes(os.urandom(3000))
+    at.run()
+    assert_clean(at, "style")
+    assert at.session_state["active_run"] != picked
+    assert at.selectbox(key="sx_run").value != picked
+    assert any("The model you picked, m2-digits-z12, is broken" in w.value for w in at.warning)
+    at.switch_page("pages/home.py").run()
+    assert_clean(at, "home")
+    assert "m2-digits-z12" not in next(c.value for c in at.caption if c.value.startswith("Run folder"))
