@@ -7,7 +7,7 @@ import streamlit as st
 from pages import _ui
 from ssvae_core import jobs
 
-st.set_page_config(page_title="ssvae · semi-supervised VAEs", page_icon=":material/scatter_plot:", layout="wide")
+st.set_page_config(page_title="ssvae · semi-supervised VAEs", page_icon="🔢", layout="wide")
 _ui.style()
 
 PAGES = [
