@@ -8,7 +8,7 @@ from pages import _ui
 from ssvae_core import jobs
 from ssvae_core.recipes import DATASET_NAMES, MODEL_NAMES
 
-st.set_page_config(page_title="ssvae · semi-supervised VAEs", page_icon=":material/scatter_plot:", layout="wide")
+st.set_page_config(page_title="ssvae · semi-supervised VAEs", page_icon="🔢", layout="wide")
 _ui.style()
 
 PAGES = [

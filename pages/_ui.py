@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from ssvae_core import generate, jobs
+from ssvae_core import generate, jobs, validate
 from ssvae_core.checkpoints import Run, list_runs, load_run
 from ssvae_core.data import Dataset, default_data_root, load_dataset
 from ssvae_core.errors import CheckpointError, DataError
@@ -18,6 +18,7 @@ from ssvae_core.recipes import DATASET_NAMES, MODEL_NAMES, SHIPPED_M1
 SHORT_DATASET = {"mnist": "MNIST", "digits": "Digits", "svhn": "SVHN", "norb": "NORB"}
 GENERATIVE = ("m2", "m1m2")
 ACTIVE_RUN = "active_run"  # session key: path of the model the generative pages use
+FALLBACK_NOTE = "active_run_fallback"  # session key: why the picked model was replaced by the default
 
 
 def checkpoint_root() -> Path:
@@ -112,37 +113,69 @@ def load(row: dict) -> Run | None:
     return run
 
 
+def broken_generative_runs() -> list[dict]:
+    """M2 and M1+M2 run folders that cannot be used (see checkpoints.run_problem), newest first."""
+    return [r for r in all_runs() if not r["ok"] and r.get("model") in GENERATIVE]
+
+
 def active_row() -> dict | None:
-    """The run the generative pages use: the session's choice if still there, else the default."""
+    """The run the generative pages use: the session's choice if it is still there and usable, else the default
+    (a choice that has broken since it was made is dropped, with a notice saying so)."""
     rows = generative_runs()
-    if not rows:
-        return None
     chosen = st.session_state.get(ACTIVE_RUN)
     for r in rows:
         if r["path"] == chosen:
             return r
-    return rows[0]
+    broken = next((r for r in all_runs() if r["path"] == chosen and not r["ok"]), None)
+    if broken is not None:
+        del st.session_state[ACTIVE_RUN]
+        instead = f"the app uses {run_label(rows[0])} instead" if rows else "no other model is available"
+        st.session_state[FALLBACK_NOTE] = (f"The model you picked, {broken['name']}, is broken, so {instead}. "
+                                           f"Why: {broken['error']}")
+        st.toast(f"The model you picked, {broken['name']}, is broken; {instead}.", icon=":material/broken_image:")
+    return rows[0] if rows else None
+
+
+def fallback_note() -> None:
+    """Say that the model picked earlier broke and the default took its place (until another model is picked)."""
+    note = st.session_state.get(FALLBACK_NOTE)
+    if note:
+        st.warning(note, icon=":material/broken_image:")
+
+
+def broken_note() -> None:
+    """List the saved M2 / M1+M2 runs left out of the picker because they are broken, with the reason."""
+    broken = broken_generative_runs()
+    for r in broken[:3]:
+        st.caption(f":material/broken_image: Left out, broken: **{r['name']}** — {r['error']}")
+    if len(broken) > 3:
+        st.caption(f"…and {len(broken) - 3} more broken runs; see the Results page.")
 
 
 def pick_run(key: str) -> Run | None:
     """Model picker (shared across pages); the loaded run, or None after showing the 'train one' state."""
+    current = active_row()
     rows = generative_runs()
     if not rows:
+        fallback_note()
         no_model_state()
+        broken_note()
         return None
-    current = active_row()
     paths = [r["path"] for r in rows]
     labels = {r["path"]: run_label(r) for r in rows}
 
     def remember() -> None:
         """Make the picked run the session's model for every page."""
         st.session_state[ACTIVE_RUN] = st.session_state[key]
+        st.session_state.pop(FALLBACK_NOTE, None)
 
     if st.session_state.get(key) not in paths:
         st.session_state[key] = current["path"]
+    fallback_note()
     path = st.selectbox("Model", paths, format_func=labels.get, key=key, on_change=remember,
-                        help="Saved M2 and M1+M2 runs; ★ marks the models shipped with the app.")
+                        help="Saved M2 and M1+M2 runs that load; ★ marks the models shipped with the app.")
     st.session_state[ACTIVE_RUN] = path
+    broken_note()
     return load(next(r for r in rows if r["path"] == path))
 
 
@@ -158,13 +191,23 @@ def no_model_state() -> None:
 
 # ---- data ------------------------------------------------------------------------------------
 
+_POOL_SMALLEST: dict[tuple[str, str], int] = {}  # (dataset, root) → images of its rarest training class, once loaded
+
+
 @st.cache_resource(max_entries=2, show_spinner="Loading dataset…")
 def _dataset(name: str, root: str) -> Dataset | str:
     """The dataset `name` from `root` (CPU tensors), or the error message."""
     try:
-        return load_dataset(name, root, download=False)
+        data = load_dataset(name, root, download=False)
     except DataError as exc:
         return str(exc)
+    _POOL_SMALLEST[(name, root)] = validate.smallest_class(data.y_train, data.num_classes)
+    return data
+
+
+def pool_smallest(name: str) -> int | None:
+    """Images of the rarest class in the training pool of dataset `name` if this process has loaded it, else None."""
+    return _POOL_SMALLEST.get((name, str(data_root().resolve())))
 
 
 def dataset(name: str) -> Dataset | None:

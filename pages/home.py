@@ -8,6 +8,13 @@ import streamlit as st
 from pages import _ui
 from ssvae_core import generate
 
+
+def formula(tex: str) -> None:
+    """Show a display-style formula, centred, that wraps at its operators when its column is narrow (st.latex
+    would clip it instead)."""
+    st.markdown(f"$\\displaystyle {tex}$", text_alignment="center")
+
+
 _ui.header("Semi-supervised deep generative models",
            "An interactive companion to Kingma, Rezende, Mohamed & Welling (NeurIPS 2014), *Semi-supervised "
            "learning with deep generative models*: train the paper's models with a handful of labels, then play "
@@ -20,6 +27,7 @@ with left:
         "MNIST with a few percent error. The trick: model how images are *generated* from a class **y** and a "
         "continuous *style* **z**, and treat the label of an unlabelled image as a latent variable to infer.")
     row = _ui.active_row()
+    _ui.fallback_note()
     with st.container(border=True):
         if row is None:
             st.markdown("#### No model yet: train one")
@@ -58,40 +66,40 @@ with m1, st.container(border=True, height="stretch"):
     st.markdown("##### M1 · latent-feature model")
     st.write("A variational auto-encoder trained on all images, labelled or not. Its latent means "
              "E[z|x] become features for a small classifier trained on the labelled few.")
-    st.latex(r"p(\mathbf z)=\mathcal N(\mathbf 0,\mathbf I),\quad p_\theta(\mathbf x|\mathbf z)")
+    formula(r"{p(\mathbf z)=\mathcal N(\mathbf 0,\mathbf I)},\quad\allowbreak p_\theta(\mathbf x|\mathbf z)")
 with m2, st.container(border=True, height="stretch"):
     st.markdown("##### M2 · generative semi-supervised model")
     st.write("Images come from a class y and a style z. For unlabelled images y is a latent variable; the "
              "inference network q(y|x) is the classifier you get at the end.")
-    st.latex(r"p(y)=\mathrm{Cat}(y|\boldsymbol\pi),\ p(\mathbf z)=\mathcal N(\mathbf 0,\mathbf I),"
-             r"\ p_\theta(\mathbf x|y,\mathbf z)")
+    formula(r"{p(y)=\mathrm{Cat}(y|\boldsymbol\pi)},\quad\allowbreak{p(\mathbf z)=\mathcal N(\mathbf 0,\mathbf I)},"
+            r"\quad\allowbreak p_\theta(\mathbf x|y,\mathbf z)")
 with m12, st.container(border=True, height="stretch"):
     st.markdown("##### M1+M2 · stacked")
     st.write("M2 trained on M1's latent codes z₁ instead of pixels: the best of the paper's models "
              "(3.33% error with 100 labels on MNIST).")
-    st.latex(r"p_\theta(\mathbf x|\mathbf z_1)\,p_\theta(\mathbf z_1|y,\mathbf z_2)\,p(y)\,p(\mathbf z_2)")
+    formula(r"p_\theta(\mathbf x|\mathbf z_1)\,\allowbreak p_\theta(\mathbf z_1|y,\mathbf z_2)\,\allowbreak p(y)\,"
+            r"\allowbreak p(\mathbf z_2)")
 
 st.subheader("The objectives")
 e1, e2 = st.columns(2, gap="large")
 with e1:
     st.caption("Evidence lower bound (M1) and the reparameterisation trick that makes it differentiable")
-    st.latex(r"\log p_\theta(\mathbf x)\ \ge\ \mathbb E_{q_\phi(\mathbf z|\mathbf x)}\!\left[\log p_\theta"
-             r"(\mathbf x|\mathbf z)\right]-\mathrm{KL}\!\left[q_\phi(\mathbf z|\mathbf x)\,\|\,p(\mathbf z)\right]")
-    st.latex(r"\mathbf z=\boldsymbol\mu_\phi(\mathbf x)+\boldsymbol\sigma_\phi(\mathbf x)\odot\boldsymbol\epsilon,"
-             r"\quad \boldsymbol\epsilon\sim\mathcal N(\mathbf 0,\mathbf I)")
+    formula(r"\log p_\theta(\mathbf x)\ \ge\ \mathbb E_{q_\phi(\mathbf z|\mathbf x)}\!\left[\log p_\theta"
+            r"(\mathbf x|\mathbf z)\right]-\mathrm{KL}\!\left[q_\phi(\mathbf z|\mathbf x)\,\|\,p(\mathbf z)\right]")
+    formula(r"\mathbf z=\boldsymbol\mu_\phi(\mathbf x)+\boldsymbol\sigma_\phi(\mathbf x)\odot\boldsymbol\epsilon,"
+            r"\quad\allowbreak{\boldsymbol\epsilon\sim\mathcal N(\mathbf 0,\mathbf I)}")
     st.caption("Labelled images (x, y): a bound on log p(x, y)")
-    st.latex(r"\begin{aligned}-\mathcal L(\mathbf x,y)=\mathbb E_{q_\phi(\mathbf z|\mathbf x,y)}\big[&\log p_\theta"
-             r"(\mathbf x|y,\mathbf z)+\log p_\theta(y)\\&+\log p(\mathbf z)-\log q_\phi(\mathbf z|\mathbf x,y)\big]"
-             r"\end{aligned}")
+    formula(r"-\mathcal L(\mathbf x,y)=\mathbb E_{q_\phi(\mathbf z|\mathbf x,y)}\bigl[\log p_\theta"
+            r"(\mathbf x|y,\mathbf z)+\log p_\theta(y)+\log p(\mathbf z)-\log q_\phi(\mathbf z|\mathbf x,y)\bigr]")
 with e2:
     st.caption("Unlabelled images x: sum over the unknown class, plus the entropy of q(y|x)")
-    st.latex(r"-\mathcal U(\mathbf x)=\sum_y q_\phi(y|\mathbf x)\left(-\mathcal L(\mathbf x,y)\right)"
-             r"+\mathcal H\!\left(q_\phi(y|\mathbf x)\right)")
+    formula(r"-\mathcal U(\mathbf x)=\sum_y q_\phi(y|\mathbf x)\left(-\mathcal L(\mathbf x,y)\right)"
+            r"+\mathcal H\!\left(q_\phi(y|\mathbf x)\right)")
     st.caption("The training objective: both bounds, plus a classification loss so that q(y|x) "
                "also learns from the labels directly (the paper uses α = 0.1·N)")
-    st.latex(r"\mathcal J^{\alpha}=\sum_{(\mathbf x,y)\sim\tilde p_l}\!\mathcal L(\mathbf x,y)"
-             r"+\sum_{\mathbf x\sim\tilde p_u}\!\mathcal U(\mathbf x)"
-             r"+\alpha\,\mathbb E_{\tilde p_l}\!\left[-\log q_\phi(y|\mathbf x)\right]")
+    formula(r"\mathcal J^{\alpha}=\sum_{(\mathbf x,y)\sim\tilde p_l}\!\mathcal L(\mathbf x,y)"
+            r"+\sum_{\mathbf x\sim\tilde p_u}\!\mathcal U(\mathbf x)"
+            r"+\alpha\,\mathbb E_{\tilde p_l}\!\left[-\log q_\phi(y|\mathbf x)\right]")
 
 st.subheader("Explore")
 links = [

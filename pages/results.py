@@ -37,12 +37,12 @@ def runs_table(rows: list[dict]) -> pd.DataFrame:
         ok = r["ok"]
         out.append({
             "status": ("★ shipped" if _ui.is_pretrained(r) else "ok") if ok else "⚠ broken",
-            "model": _ui.MODEL_NAMES.get(r.get("model"), r.get("model")) if ok else "–",
-            "dataset": _ui.DATASET_NAMES.get(r.get("dataset"), r.get("dataset")) if ok else "–",
+            "model": _ui.MODEL_NAMES.get(r.get("model"), r.get("model")) if r.get("model") else "–",
+            "dataset": _ui.DATASET_NAMES.get(r.get("dataset"), r.get("dataset")) if r.get("dataset") else "–",
             "N": r.get("labels"), "seed": r.get("seed"), "epochs": r.get("epochs"),
-            "val error %": r.get("val_error"), "test error %": r.get("test_error"),
+            "val error %": r.get("val_error") if ok else None, "test error %": r.get("test_error") if ok else None,
             "time": _duration(r.get("seconds")), "device": r.get("device") or "–",
-            "run": r["name"], "problem": r.get("error") or "",
+            "run": r["name"], "problem": (r.get("error") or "").replace(str(Path(r["path"])) + "/", ""),
         })
     return pd.DataFrame(out)
 

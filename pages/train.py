@@ -6,7 +6,7 @@ import streamlit as st
 import torch
 
 from pages import _charts, _ui
-from ssvae_core import jobs
+from ssvae_core import jobs, validate
 from ssvae_core.checkpoints import read_meta
 from ssvae_core.errors import CheckpointError, DataError
 from ssvae_core.models import ModelConfig
@@ -15,6 +15,7 @@ from ssvae_core.train import TrainConfig
 
 PRESETS = [100, 600, 1000, 3000]
 DEFAULTS = TrainConfig()
+DEFAULT_MODEL = "m1m2"  # on MNIST it starts from the shipped M1: the quickest model worth exploring
 KEEP = "session"  # settings survive switching pages
 
 
@@ -41,32 +42,66 @@ def _use_digits() -> None:
     st.session_state["tr_dataset"] = "digits"
 
 
-def _use_recipe() -> None:
-    """Fill epochs, learning rates, KL warm-up, hidden sizes (and M1+M2's M1 stage) with `reproduce`'s recipe at N."""
-    r = recipe_settings(st.session_state["tr_model"], st.session_state.get("tr_labels"))
+def _recipe_fields(model: str, labels) -> dict:
+    """The recipe of `model` at N=`labels` as the form's widget values (keys tr_ + setting)."""
+    r = recipe_settings(model, labels if isinstance(labels, int) and labels > 0 else None)
     r["hidden"] = ",".join(map(str, r["hidden"]))  # the text field's form
-    st.session_state.update({f"tr_{name}": value for name, value in r.items()})  # widget keys are tr_ + setting
+    return {f"tr_{name}": value for name, value in r.items()}
 
 
-def _parse_hidden(text: str) -> list[int]:
-    """'500' or '500,500' → [500] / [500, 500]; ValueError on anything else."""
-    sizes = [int(t) for t in text.replace(" ", "").split(",") if t]
-    if not sizes or min(sizes) < 1:
-        raise ValueError("hidden sizes must be positive integers, e.g. 500 or 500,500")
-    return sizes
+def _use_recipe() -> None:
+    """Fill epochs, learning rates, KL warm-up, hidden sizes (and M1+M2's M1 stage) with the recipe at N."""
+    model, labels = st.session_state["tr_model"], st.session_state.get("tr_labels")
+    st.session_state.update(_recipe_fields(model, labels))
+    st.session_state["tr_recipe_for"] = (model, labels)
+
+
+def _follow_recipe() -> None:
+    """When the model or N changes while the settings are still the recipe's, fill in the new one's recipe."""
+    model, labels = st.session_state["tr_model"], st.session_state.get("tr_labels")
+    before = st.session_state.get("tr_recipe_for")
+    if before is None or tuple(before) == (model, labels):
+        return
+    if all(st.session_state.get(k) == v for k, v in _recipe_fields(*before).items()):
+        _use_recipe()
+
+
+# widget key → field of validate.problems (TrainConfig names; "hidden" as typed)
+FIELDS = {"tr_dataset": "dataset", "tr_model": "kind", "tr_labels": "labels", "tr_epochs": "epochs",
+          "tr_m1_epochs": "m1_epochs", "tr_seed": "seed", "tr_lr": "lr", "tr_lr_final": "lr_final",
+          "tr_kl_warmup": "kl_warmup", "tr_m1_lr": "m1_lr", "tr_m1_lr_final": "m1_lr_final",
+          "tr_m1_kl_warmup": "m1_kl_warmup", "tr_z": "z_dim", "tr_hidden": "hidden", "tr_batch": "batch_size"}
+LABELS = {"labels": "N", "epochs": "Epochs", "seed": "Seed", "lr": "Learning rate", "lr_final": "Final learning rate",
+          "kl_warmup": "KL warm-up", "batch_size": "Batch size", "z_dim": "z size", "hidden": "Hidden layer sizes",
+          "m1_epochs": "M1 epochs", "m1_lr": "M1 learning rate", "m1_lr_final": "M1 final rate",
+          "m1_kl_warmup": "M1 KL warm-up"}  # as the widgets name them
+ADVANCED = ("lr", "lr_final", "kl_warmup", "batch_size", "z_dim", "hidden", "m1_epochs", "m1_lr", "m1_lr_final",
+            "m1_kl_warmup")
+
+
+def _refusals() -> dict[str, str]:
+    """Why each field of the form (as it stands in session state) is refused; empty when a run can start."""
+    values = {field: st.session_state.get(key) for key, field in FIELDS.items()}
+    return validate.problems(values, _ui.pool_smallest(values["dataset"]))
+
+
+def _say(where, refused: dict[str, str], field: str) -> None:
+    """Show why `field`'s value is refused, right under its widget in `where`."""
+    if field in refused:
+        where.markdown(f":red[:material/error: {refused[field]}]")
 
 
 def settings() -> TrainConfig | None:
     """The settings form; a TrainConfig when Start is pressed (and the settings are usable), else None."""
-    for key, value in (("tr_dataset", "mnist"), ("tr_model", "m2"), ("tr_labels", DEFAULTS.labels),
-                       ("tr_preset", DEFAULTS.labels if DEFAULTS.labels in PRESETS else None),
-                       ("tr_epochs", DEFAULTS.epochs), ("tr_m1_epochs", DEFAULTS.m1_epochs), ("tr_seed", 0),
-                       ("tr_device", "auto"), ("tr_lr", DEFAULTS.lr), ("tr_lr_final", DEFAULTS.lr_final),
-                       ("tr_kl_warmup", DEFAULTS.kl_warmup), ("tr_m1_lr", DEFAULTS.lr),
-                       ("tr_m1_lr_final", DEFAULTS.lr_final), ("tr_m1_kl_warmup", DEFAULTS.kl_warmup),
-                       ("tr_z", ModelConfig().z_dim),
-                       ("tr_hidden", ",".join(map(str, ModelConfig().hidden))), ("tr_batch", DEFAULTS.batch_size)):
+    # the defaults are the results recipe: Start without touching anything trains a model worth exploring
+    for key, value in (("tr_dataset", "mnist"), ("tr_model", DEFAULT_MODEL), ("tr_labels", DEFAULTS.labels),
+                       ("tr_preset", DEFAULTS.labels if DEFAULTS.labels in PRESETS else None), ("tr_seed", 0),
+                       ("tr_device", "auto"), ("tr_z", ModelConfig().z_dim), ("tr_batch", DEFAULTS.batch_size),
+                       *_recipe_fields(DEFAULT_MODEL, DEFAULTS.labels).items(),
+                       ("tr_recipe_for", (DEFAULT_MODEL, DEFAULTS.labels))):
         _init(key, value)
+    _follow_recipe()
+    refused = _refusals()  # widgets hold what was typed (no clamping); Start stays off while anything is refused
 
     dataset = st.selectbox("Dataset", ["mnist", "digits", "svhn", "norb"], key="tr_dataset",
                            format_func=lambda d: {"mnist": "MNIST · 28×28 digits", "digits": "Digits · 8×8, offline",
@@ -83,66 +118,80 @@ def settings() -> TrainConfig | None:
                                      "supervised MLP on the labels alone are baselines.")
     st.pills("Label budget N (the paper's settings)", PRESETS, key="tr_preset", on_change=_preset_chosen,
              persist_state=KEEP)
-    labels = st.number_input("Labelled images N", min_value=1, max_value=60000, step=10, key="tr_labels",
-                             on_change=_labels_typed, persist_state=KEEP,
+    labels = st.number_input("Labelled images N", step=10, key="tr_labels", on_change=_labels_typed,
+                             persist_state=KEEP,
                              help="Drawn class-balanced with the seed: N must be a multiple of the number of classes.")
+    _say(st, refused, "labels")
     st.button("Use the results recipe for this model", on_click=_use_recipe, icon=":material/tune:",
-              help="Epochs, learning rates, KL warm-up and hidden sizes of `python -m ssvae_core reproduce` for this "
-                   "model and N, which made the README's results table (M1+M2's stage: 200 epochs from N=1000 on, "
-                   "else 150). On 2 CPU cores, N=100: M2 4–12% test error after 45 epochs, "
-                   "about 20 minutes (one run; the README's 5.3% keeps the better of two per label draw, "
-                   "chosen on validation); M1+M2 2.9% after a 150-epoch M1 and a 150-epoch M2 stage, about 26 minutes")
+              help="Epochs, learning rates, KL warm-up and hidden sizes of the recipe behind the results table for "
+                   "this model and N (the same as `python -m ssvae_core train --recipe`). The form starts with it and "
+                   "follows the model and N until you change a setting.")
+    if kind == "m1m2" and _ui.shipped_m1(dataset):
+        st.checkbox("Train a fresh M1 first", key="tr_fresh_m1", persist_state=KEEP,
+                    help="Off: the M2 stage starts from the shipped M1 (the recipe's, trained on the unlabelled "
+                         "images only), so only the stage trains. On: the M1 stage below trains first.")
     c1, c2 = st.columns(2)
-    epochs = c1.number_input("Epochs", min_value=1, max_value=3000, key="tr_epochs", persist_state=KEEP,
+    epochs = c1.number_input("Epochs", step=1, key="tr_epochs", persist_state=KEEP,
                              help="M1+M2: epochs of the M2 stage")
-    seed = c2.number_input("Seed", min_value=0, max_value=2**31 - 1, key="tr_seed", persist_state=KEEP,
+    _say(c1, refused, "epochs")
+    seed = c2.number_input("Seed", step=1, key="tr_seed", persist_state=KEEP,
                            help="Chooses the labelled images and the initialisation")
+    _say(c2, refused, "seed")
     cuda = torch.cuda.is_available()
     device = st.selectbox("Device", ["auto", "cpu", "cuda"] if cuda else ["auto", "cpu"], key="tr_device",
                           persist_state=KEEP, help="auto uses the GPU when PyTorch sees one"
                           + ("" if cuda else " (none on this machine)"))
-    with st.expander("Advanced"):
+    with st.expander("Advanced", expanded=any(f in refused for f in ADVANCED)):
         a1, a2 = st.columns(2)
-        lr = a1.number_input("Learning rate", min_value=1e-6, max_value=1.0, format="%.5f", key="tr_lr",
-                             persist_state=KEEP)
-        lr_final = a2.number_input("Final learning rate", min_value=0.0, max_value=1.0, format="%.5f",
-                                   key="tr_lr_final", persist_state=KEEP,
+        lr = a1.number_input("Learning rate", step=0.01, format="%.5f", key="tr_lr", persist_state=KEEP)
+        _say(a1, refused, "lr")
+        lr_final = a2.number_input("Final learning rate", step=0.01, format="%.5f", key="tr_lr_final",
+                                   persist_state=KEEP,
                                    help="Above 0: cosine decay from the learning rate to this over the run")
-        kl = a1.number_input("KL warm-up (epochs)", min_value=0.0, max_value=3000.0, step=1.0,
-                             key="tr_kl_warmup", persist_state=KEEP,
+        _say(a2, refused, "lr_final")
+        kl = a1.number_input("KL warm-up (epochs)", step=1.0, key="tr_kl_warmup", persist_state=KEEP,
                              help="The KL term's weight rises from 0 to 1 over these epochs (0: the plain bound "
                                   "throughout)")
-        batch = a2.number_input("Batch size", min_value=10, max_value=5000, key="tr_batch", persist_state=KEEP)
-        z_dim = a1.number_input("z size", min_value=1, max_value=512, key="tr_z", persist_state=KEEP,
-                                help="2 gives a clickable latent map in the Style explorer")
+        _say(a1, refused, "kl_warmup")
+        batch = a2.number_input("Batch size", step=1, key="tr_batch", persist_state=KEEP)
+        _say(a2, refused, "batch_size")
+        z_dim = a1.number_input("z size", step=1, key="tr_z", persist_state=KEEP,
+                                help="M2's z (M1+M2: z2); 2 gives a clickable latent map in the Style explorer. "
+                                     "M1 and M1+M2's M1 keep z1 of 50")
+        _say(a1, refused, "z_dim")
         hidden_text = a2.text_input("Hidden layer sizes", key="tr_hidden", persist_state=KEEP,
-                                    help="Comma-separated, e.g. 500 or 500,500")
-        st.caption("M1 stage of M1+M2 (the VAE whose latent z1 the M2 stage models)")
-        off = kind != "m1m2"
+                                    help="Comma-separated, e.g. 500 or 500,500: the MLPs of M2, of M1+M2's M2 stage "
+                                         "and of the supervised baseline. M1 and M1+M2's M1 keep the paper's 500,500")
+        _say(a2, refused, "hidden")
+        from_shipped = kind == "m1m2" and _ui.shipped_m1(dataset) and not st.session_state.get("tr_fresh_m1")
+        st.caption("M1 stage of M1+M2 (the VAE whose latent z1 the M2 stage models)"
+                   + (": not trained, the run starts from the shipped M1" if from_shipped else ""))
+        off = kind != "m1m2" or from_shipped
         b1, b2 = st.columns(2)
-        m1_epochs = b1.number_input("M1 epochs", min_value=1, max_value=3000, key="tr_m1_epochs",
-                                    persist_state=KEEP, disabled=off)
-        m1_kl = b2.number_input("M1 KL warm-up", min_value=0.0, max_value=3000.0, step=1.0,
-                                key="tr_m1_kl_warmup", persist_state=KEEP, disabled=off, help="Epochs")
-        m1_lr = b1.number_input("M1 learning rate", min_value=1e-6, max_value=1.0, format="%.5f", key="tr_m1_lr",
-                                persist_state=KEEP, disabled=off)
-        m1_lr_final = b2.number_input("M1 final rate", min_value=0.0, max_value=1.0, format="%.5f",
-                                      key="tr_m1_lr_final", persist_state=KEEP, disabled=off)
+        m1_epochs = b1.number_input("M1 epochs", step=1, key="tr_m1_epochs", persist_state=KEEP, disabled=off)
+        _say(b1, refused, "m1_epochs")
+        m1_kl = b2.number_input("M1 KL warm-up", step=1.0, key="tr_m1_kl_warmup", persist_state=KEEP,
+                                disabled=off, help="Epochs")
+        _say(b2, refused, "m1_kl_warmup")
+        m1_lr = b1.number_input("M1 learning rate", step=0.01, format="%.5f", key="tr_m1_lr", persist_state=KEEP,
+                                disabled=off)
+        _say(b1, refused, "m1_lr")
+        m1_lr_final = b2.number_input("M1 final rate", step=0.01, format="%.5f", key="tr_m1_lr_final",
+                                      persist_state=KEEP, disabled=off)
+        _say(b2, refused, "m1_lr_final")
 
     busy = len(jobs.active_jobs()) >= jobs.max_jobs()
     if busy:
         st.info(f"A run is training right now (on the right) and this machine runs at most {jobs.max_jobs()} "
                 "at a time. Stop it, or start once it finishes.", icon=":material/hourglass_top:")
-    start = st.button("Start training", type="primary", icon=":material/play_arrow:", disabled=busy or bool(problem),
-                      width="stretch")
-    if not start:
+    if refused:
+        st.markdown(f":red[Start is off until {'this setting is' if len(refused) == 1 else 'these settings are'} "
+                    f"fixed: {', '.join(LABELS[f] for f in refused)}.]")
+    start = st.button("Start training", type="primary", icon=":material/play_arrow:",
+                      disabled=busy or bool(problem) or bool(refused), width="stretch")
+    if not start or refused:
         return None
-    try:
-        hidden = _parse_hidden(hidden_text)
-    except ValueError as exc:
-        st.error(f"Advanced settings: {exc}.")
-        return None
-    model = ModelConfig(kind=kind, hidden=hidden, z_dim=int(z_dim))
+    model = ModelConfig(kind=kind, hidden=validate.parse_hidden(hidden_text), z_dim=int(z_dim))
     return TrainConfig(model=model, dataset=dataset, labels=int(labels), seed=int(seed), epochs=int(epochs),
                        m1_epochs=int(m1_epochs), lr=float(lr), lr_final=float(lr_final), kl_warmup=float(kl),
                        m1_lr=float(m1_lr), m1_lr_final=float(m1_lr_final), m1_kl_warmup=float(m1_kl),

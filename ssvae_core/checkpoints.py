@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import socket
 import tempfile
@@ -61,6 +62,96 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (weights path, mtime_ns, size) → sha256 of the file
+_LOADS: dict[tuple[str, int, int], dict[str, list[int]] | str] = {}  # same key → tensor shapes, or why it won't load
+_CACHE_LIMIT = 512  # file versions remembered before the caches start over
+
+
+def _version(path: Path) -> tuple[str, int, int]:
+    """A key that changes whenever the file at `path` is rewritten: (resolved path, mtime in ns, size)."""
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+def _remember(cache: dict, key: tuple, value):
+    """Store `value` under `key` in `cache` (emptied first when full) and return it."""
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _looks_pickled(path: Path) -> bool:
+    """Whether a file starts like a pickle stream (PROTO opcode) or a zip archive, the two forms torch.save writes."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+def _read_weights(weights: Path) -> dict[str, torch.Tensor]:
+    """The state dict in `weights`, loaded with weights_only=True (no code runs); CheckpointError in plain words."""
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch refused it; its message advises weights_only=False, which we never echo
+        if _looks_pickled(weights):
+            raise CheckpointError(f"{weights} is not a safe weights file (it holds Python objects other than "
+                                  "tensors), so it was not loaded.") from None
+        raise CheckpointError(f"{weights} is not a PyTorch weights file (its bytes are in no format torch saves), "
+                              "so it was not loaded.") from None
+    except EOFError:
+        raise CheckpointError(f"{weights} is empty or cut short, so it was not loaded.") from None
+    except Exception as exc:  # truncated or damaged zip archive, unreadable file, …
+        if "zip archive" in str(exc):
+            raise CheckpointError(f"{weights} is damaged or cut short (its zip archive cannot be read), so it was "
+                                  "not loaded.") from None
+        first = str(exc).split("\n")[0].split(". ")[0][:200]
+        reason = type(exc).__name__ + (f": {first}" if first and "weights_only" not in first else "")
+        raise CheckpointError(f"{weights} could not be read ({reason}), so it was not loaded.") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{weights}: expected a state dict of tensors.")
+    return state
+
+
+def _weights_shapes(weights: Path) -> dict[str, list[int]] | str:
+    """Tensor shapes in `weights`, or why it cannot be loaded; loaded once per (path, mtime, size)."""
+    key = _version(weights)
+    if key not in _LOADS:
+        try:
+            shapes = {k: list(v.shape) for k, v in _read_weights(weights).items()}
+        except CheckpointError as exc:
+            shapes = str(exc)
+        _remember(_LOADS, key, shapes)
+    return _LOADS[key]
+
+
+def run_problem(run_dir: str | Path, meta: dict) -> str:
+    """Why the run in `run_dir` (with run.json `meta`) cannot be used, or '' if it can: an error recorded in
+    run.json, a missing weights file, a sha256 unlike run.json's, weights torch will not load, or shapes unlike
+    run.json's. The hash and the load are computed once per (path, mtime, size) of the weights file."""
+    if meta.get("error"):
+        return f"Training recorded an error: {meta['error']}"
+    if run_state(meta) in (TRAINING, INTERRUPTED) and meta.get("weights", {}) is None:
+        return ""  # no epoch of its own model yet (e.g. in M1+M2's M1 stage): not broken, just not usable yet
+    if run_state(meta) == TRAINING:
+        return ""  # its files are being rewritten every epoch; checked once it ends
+    weights = Path(run_dir) / (meta.get("weights") or {}).get("file", WEIGHTS)
+    if not weights.is_file():
+        return f"{weights}: weights file missing."
+    expected = (meta.get("weights") or {}).get("sha256")
+    if expected:
+        key = _version(weights)
+        digest = _DIGESTS[key] if key in _DIGESTS else _remember(_DIGESTS, key, _sha256(weights))
+        if digest != expected:
+            return f"{weights}: contents do not match run.json (truncated or altered file)."
+    shapes = _weights_shapes(weights)
+    if isinstance(shapes, str):
+        return shapes
+    recorded = (meta.get("weights") or {}).get("shapes")
+    if isinstance(recorded, dict) and recorded != shapes:
+        return f"{weights}: the tensors in it differ from those run.json lists."
+    return ""
 
 
 def save_run(run_dir: str | Path, model: nn.Module, cfg: TrainConfig, info: dict, half: bool = False) -> Path:
@@ -123,13 +214,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     expected = meta["weights"].get("sha256")
     if expected and _sha256(weights) != expected:
         raise CheckpointError(f"{weights}: contents do not match run.json (truncated or altered file).")
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, foreign pickle, code-running pickle (refused by weights_only)
-        raise CheckpointError(f"{weights}: not a loadable weights file ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200]}).") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{weights}: expected a state dict of tensors.")
+    state = _read_weights(weights)  # truncated zip, foreign pickle, code-running pickle: a plain refusal
     try:
         cfg = TrainConfig.from_dict(meta["config"])
         data = meta["data"]
@@ -148,11 +233,15 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
 
 
 def list_runs(root: str | Path = "checkpoints") -> list[dict]:
-    """Every run folder under `root` (newest first): its summary, or its error if run.json is broken."""
+    """Every run folder under `root` (newest first): its summary, and ok=False with the reason when run.json is
+    broken or records an error, or the weights are missing, altered or not loadable (see run_problem). `mtime` is
+    that of the newer of run.json and the weights file."""
     root = Path(root)
     rows = []
     for meta_path in root.glob(f"**/{META}"):
-        row = {"path": str(meta_path.parent), "name": meta_path.parent.name, "mtime": meta_path.stat().st_mtime}
+        weights = meta_path.parent / WEIGHTS
+        mtime = max(meta_path.stat().st_mtime, weights.stat().st_mtime if weights.is_file() else 0.0)
+        row = {"path": str(meta_path.parent), "name": meta_path.parent.name, "mtime": mtime}
         try:
             meta = read_meta(meta_path.parent)
             cfg = meta["config"]
@@ -163,7 +252,10 @@ def list_runs(root: str | Path = "checkpoints") -> list[dict]:
                        seconds=wall(meta)[0], device=meta.get("device"), error="", state=run_state(meta),
                        has_weights=meta.get("weights", {}) is not None,
                        resumable=(meta_path.parent / RESUME).is_file())
-        except (CheckpointError, KeyError, TypeError) as exc:
+            problem = run_problem(meta_path.parent, meta)
+            if problem:
+                row.update(ok=False, error=problem)
+        except (CheckpointError, KeyError, TypeError, AttributeError, OSError) as exc:
             row.update(ok=False, error=str(exc))
         rows.append(row)
     return sorted(rows, key=lambda r: -r["mtime"])

@@ -16,6 +16,7 @@ from ssvae_core import jobs
 from ssvae_core.checkpoints import save_trainer
 from ssvae_core.data import load_dataset
 from ssvae_core.models import ModelConfig
+from ssvae_core.recipes import recipe_settings
 from ssvae_core.train import TrainConfig, Trainer
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -153,6 +154,9 @@ def test_train_starts_and_stops(monkeypatch, tmp_path):
     root = tmp_path / "ck"
     at = app(monkeypatch, root)
     at.switch_page("pages/train.py").run()
+    assert at.segmented_control(key="tr_model").value == "m1m2"  # the default: the recipe's quickest good model
+    at.segmented_control(key="tr_model").set_value("m2").run()
+    assert at.number_input(key="tr_epochs").value == recipe_settings("m2", 100)["epochs"]  # follows the model
     at.selectbox(key="tr_dataset").set_value("digits")
     at.number_input(key="tr_epochs").set_value(200)
     at.text_input(key="tr_hidden").set_value("32")
@@ -186,8 +190,6 @@ def test_train_starts_and_stops(monkeypatch, tmp_path):
 
 
 def test_train_page_fills_in_each_models_recipe(monkeypatch, tmp_path):
-    from ssvae_core.recipes import recipe_settings
-
     at = app(monkeypatch, tmp_path / "ck")
     at.switch_page("pages/train.py").run()
     for model in ("m2", "m1m2"):
@@ -206,8 +208,12 @@ def test_train_page_fills_in_each_models_recipe(monkeypatch, tmp_path):
     at.number_input(key="tr_labels").set_value(1000).run()  # M1+M2's stage runs longer from N=1000 on
     next(b for b in at.button if b.label.startswith("Use the results recipe")).click().run()
     assert at.number_input(key="tr_epochs").value == recipe_settings("m1m2", 1000)["epochs"] != r["epochs"]
+    # on MNIST M1+M2 starts from the shipped M1: its stage's fields are off unless a fresh M1 is asked for
+    assert at.number_input(key="tr_m1_epochs").disabled and not at.checkbox(key="tr_fresh_m1").value
+    at.checkbox(key="tr_fresh_m1").check().run()
+    assert not at.number_input(key="tr_m1_epochs").disabled
     # the filled-in M1 stage reaches the run's config: M1+M2's shared M1 is trained at its own rate and warm-up
-    at.selectbox(key="tr_dataset").set_value("digits")
+    at.selectbox(key="tr_dataset").set_value("digits").run()  # no shipped M1 for digits: the M1 stage trains
     at.number_input(key="tr_epochs").set_value(1)
     at.number_input(key="tr_m1_epochs").set_value(1)
     at.run()
@@ -220,3 +226,81 @@ def test_train_page_fills_in_each_models_recipe(monkeypatch, tmp_path):
     assert job.cfg.lr != job.cfg.m1_lr
     job.stop()
     job.join(60)
+
+
+def _refusals(at: AppTest) -> list[str]:
+    """The red 'refused' lines the Train form shows."""
+    return [m.value for m in at.markdown if m.value.startswith(":red[")]
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("tr_epochs", 0, "Epochs must be from 1 to 3,000; 0 is outside that range."),
+    ("tr_labels", 15, "N must be a multiple of 10"),
+    ("tr_labels", 60000, "N can be at most 45,060"),
+    ("tr_batch", 1, "The batch size must be from 10 to 5,000"),
+    ("tr_hidden", "abc", "Hidden layer sizes are whole numbers separated by commas"),
+])
+def test_train_form_refuses_bad_values_before_start(monkeypatch, tmp_path, key, value, words):
+    at = app(monkeypatch, tmp_path / "ck")
+    at.switch_page("pages/train.py").run()
+    at.selectbox(key="tr_dataset").set_value("mnist")
+    start = next(b for b in at.button if b.label == "Start training")
+    assert not start.disabled and not _refusals(at)
+    widget = at.text_input(key=key) if key == "tr_hidden" else at.number_input(key=key)
+    widget.set_value(value).run()
+    assert_clean(at, "train")
+    shown = at.text_input(key=key) if key == "tr_hidden" else at.number_input(key=key)
+    assert shown.value == value  # the widget keeps what was typed
+    start = next(b for b in at.button if b.label == "Start training")
+    assert start.disabled
+    assert any(words in r for r in _refusals(at)), _refusals(at)
+
+
+def _random_weights(run: Path) -> None:
+    """Replace a run's weights by random bytes and make run.json's sha256 vouch for them."""
+    import hashlib
+    import json
+    import os
+
+    data = os.urandom(20000)
+    (run / "model.pt").write_bytes(data)
+    meta = json.loads((run / "run.json").read_text())
+    meta["weights"]["sha256"] = hashlib.sha256(data).hexdigest()
+    (run / "run.json").write_text(json.dumps(meta))
+
+
+def test_broken_runs_are_shown_broken_and_never_used(monkeypatch, ckpt_root, tmp_path):
+    import os
+    import shutil
+
+    root = tmp_path / "ck"
+    shutil.copytree(ckpt_root, root)
+    shutil.copytree(root / "m2-digits-z2", root / "m2-digits-random")
+    _random_weights(root / "m2-digits-random")
+    at = app(monkeypatch, root)
+    at.switch_page("pages/results.py").run()
+    assert_clean(at, "results")
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc["m2-digits-random", "status"] == "⚠ broken"
+    assert table.loc["m2-digits-random", "problem"].startswith("model.pt is not a PyTorch weights file")
+    assert table.loc["m2-digits-random", "test error %"] != table.loc["m2-digits-random", "test error %"]  # NaN
+    assert table.loc["m2-digits-z2", "status"] == "ok"
+
+    at.switch_page("pages/style.py").run()
+    assert_clean(at, "style")
+    assert not any("m2-digits-random" in o for o in at.selectbox(key="sx_run").options)
+    assert any("Left out, broken" in c.value and "m2-digits-random" in c.value for c in at.caption)
+
+    # the picked model breaks later: the default takes its place and the pages say so
+    picked = str(root / "m2-digits-z12")
+    at.selectbox(key="sx_run").set_value(picked).run()
+    assert at.session_state["active_run"] == picked
+    (root / "m2-digits-z12" / "model.pt").write_bytes(os.urandom(3000))
+    at.run()
+    assert_clean(at, "style")
+    assert at.session_state["active_run"] != picked
+    assert at.selectbox(key="sx_run").value != picked
+    assert any("The model you picked, m2-digits-z12, is broken" in w.value for w in at.warning)
+    at.switch_page("pages/home.py").run()
+    assert_clean(at, "home")
+    assert "m2-digits-z12" not in next(c.value for c in at.caption if c.value.startswith("Run folder"))

@@ -48,11 +48,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def random_weights_run(src: Path, dst: Path) -> Path:
+    """A copy of run `src` at `dst` whose weights are random bytes, with run.json's sha256 matching them."""
+    import hashlib
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    data = os.urandom(20000)
+    (dst / "model.pt").write_bytes(data)
+    meta = json.loads((dst / "run.json").read_text())
+    meta["weights"]["sha256"] = hashlib.sha256(data).hexdigest()
+    (dst / "run.json").write_text(json.dumps(meta))
+    return dst
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[str]:
-    """A Streamlit server on a free port whose checkpoint root holds one tiny digits run; yields its URL."""
+def checkpoint_dir(tmp_path_factory) -> Path:
+    """A checkpoint root with one tiny digits run and a copy of it whose weights are random bytes."""
     root = tmp_path_factory.mktemp("browser-checkpoints")
     tiny_run(root, 12, "m2-digits")
+    random_weights_run(root / "m2-digits", root / "m2-digits-random")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint_dir) -> Iterator[str]:
+    """A Streamlit server on a free port whose checkpoint root is `checkpoint_dir`; yields its URL."""
+    root = checkpoint_dir
     port = free_port()
     env = {**os.environ, "SSVAE_CHECKPOINTS": str(root)}
     log = open(root / "streamlit.log", "w")  # noqa: SIM115 - closed below
@@ -159,3 +182,131 @@ def test_every_page_and_slider(server, tmp_path):
         finally:
             browser.close()
     assert {f"{n or 'home'}.png" for n in PAGES} <= {f.name for f in shots.iterdir()}
+
+
+@pytest.fixture
+def page(server) -> Iterator:
+    """A fresh headless Chromium page (1440×900)."""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 1440, "height": 900})
+        finally:
+            browser.close()
+
+
+def open_page(page, url: str) -> None:
+    """Go to `url` and wait until the page title is drawn and the script has finished."""
+    page.goto(url)
+    page.wait_for_selector('[data-testid="stMain"] h1', timeout=30_000)
+    settle(page)
+
+
+def shots_dir(tmp_path: Path) -> Path:
+    """Where screenshots go: $SSVAE_SHOTS, else the test's tmp dir."""
+    shots = Path(os.environ.get("SSVAE_SHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    return shots
+
+
+def test_no_request_leaves_the_machine(server, page):
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    for name in PAGES:
+        open_page(page, f"{server}/{name}")
+    local = (server + "/", "data:", "blob:", "about:")
+    outside = sorted({u for u in requests if not u.startswith(local) and u != server})
+    assert len(requests) > 10 and not outside, f"requests to other hosts: {outside}"
+    icons = page.locator('link[rel*="icon"]').evaluate_all("links => links.map(l => l.href)")
+    assert icons and all(i.startswith(local) for i in icons), icons
+
+
+# every KaTeX formula on the page: whether its symbols lie inside its column (its card's border) and no ancestor
+# clips it
+FORMULAS_JS = """() => [...document.querySelectorAll('[data-testid=stMain] .katex')].map(k => {
+    const block = k.closest('[data-testid=stColumn]') || k.closest('[data-testid=stMarkdownContainer]');
+    const b = block.getBoundingClientRect();
+    const glyphs = [...k.querySelectorAll('.katex-html *')].filter(e => !e.children.length && e.textContent.trim())
+        .map(e => e.getBoundingClientRect());  // the drawn symbols (spacing at a line's end may hang over)
+    const r = {left: Math.min(...glyphs.map(g => g.left)), right: Math.max(...glyphs.map(g => g.right))};
+    let clipped = null;
+    for (let e = k; e && e !== document.body; e = e.parentElement) {
+        if (getComputedStyle(e).overflowX !== 'visible' && e.scrollWidth > e.clientWidth + 1) {
+            clipped = `${e.className}: ${e.scrollWidth}px of content in ${e.clientWidth}px`; break; }
+    }
+    const inside = glyphs.length > 0 && r.left >= b.left - 1 && r.right <= b.right + 1;
+    return {text: k.textContent.slice(0, 50), inside, clipped, left: r.left, right: r.right, box: [b.left, b.right]};
+})"""
+
+
+@pytest.mark.parametrize("width", [1440, 1280, 1024])
+def test_home_formulas_render_whole(server, page, width):
+    page.set_viewport_size({"width": width, "height": 900})
+    open_page(page, server)
+    formulas = page.evaluate(FORMULAS_JS)
+    assert len(formulas) >= 8, formulas  # three models, five objectives
+    bad = [f for f in formulas if f["clipped"] or not f["inside"]]
+    assert not bad, f"clipped formulas at {width}px: {bad}"
+
+
+def _number_field(page, label: str):
+    """The element container of the Train form's number input labelled `label`."""
+    return page.locator('[data-testid="stElementContainer"]').filter(
+        has=page.get_by_label(label, exact=True)).last
+
+
+def _type(page, label: str, value: str) -> None:
+    """Type `value` into the field labelled `label` and commit it (Enter), as a user would."""
+    box = page.get_by_label(label, exact=True)
+    box.fill(value)
+    box.press("Enter")
+    settle(page)
+
+
+def _message_under(page, field, words: str) -> None:
+    """Assert the red refusal `words` is shown directly under `field` (same column, within 60 px below)."""
+    msg = page.locator('[data-testid="stMain"] [data-testid="stMarkdownContainer"]').filter(has_text=words).first
+    msg.wait_for(timeout=15_000)
+    f, m = field.bounding_box(), msg.bounding_box()
+    assert 0 <= m["y"] - (f["y"] + f["height"]) <= 60 and abs(m["x"] - f["x"]) <= 10, (f, m)
+    color = msg.locator("span").first.evaluate("e => getComputedStyle(e).color")
+    assert color != "rgb(49, 51, 63)", color  # drawn red, not as body text
+
+
+def test_train_form_refuses_epochs_0_and_n_15(server, page, tmp_path):
+    open_page(page, f"{server}/train")
+    start = page.get_by_role("button", name="Start training")
+    assert start.is_enabled()
+    _type(page, "Epochs", "0")
+    assert page.get_by_label("Epochs", exact=True).input_value() == "0"  # kept as typed, not clamped
+    assert start.is_disabled()
+    _message_under(page, _number_field(page, "Epochs"), "Epochs must be from 1 to 3,000; 0 is outside that range.")
+    shoot(page, shots_dir(tmp_path) / "train-epochs-0.png")
+    _type(page, "Epochs", "10")
+    assert start.is_enabled()
+    _type(page, "Labelled images N", "15")
+    assert page.get_by_label("Labelled images N", exact=True).input_value() == "15"
+    assert start.is_disabled()
+    _message_under(page, _number_field(page, "Labelled images N"), "N must be a multiple of 10")
+    shoot(page, shots_dir(tmp_path) / "train-n-15.png")
+    _type(page, "Labelled images N", "100")
+    assert start.is_enabled()
+
+
+def test_random_weights_show_as_broken_on_results(server, page, tmp_path):
+    open_page(page, f"{server}/results")
+    caption = page.locator('[data-testid="stCaptionContainer"]').filter(has_text="run folders under")
+    assert "1 broken" in caption.inner_text()
+    # the table is drawn on a canvas; pick the run below it and read what the page says about it
+    picker = page.locator('[data-testid="stSelectbox"]').filter(has_text="Run").last
+    picker.locator("input").click()
+    page.keyboard.type("random")
+    page.keyboard.press("Enter")
+    settle(page)
+    alert = page.locator('[data-testid="stAlertContentError"]').filter(has_text="This run is broken")
+    assert "is not a PyTorch weights file" in alert.inner_text()
+    shoot(page, shots_dir(tmp_path) / "results-broken.png")
+    open_page(page, f"{server}/style")  # never offered as a model
+    picker = page.locator('[data-testid="stSelectbox"]').first
+    assert "m2-digits-random" not in picker.inner_text()
+    assert "Left out, broken: m2-digits-random" in page.locator('[data-testid="stMain"]').inner_text()

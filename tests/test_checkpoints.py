@@ -77,8 +77,9 @@ def test_truncated_weights_rejected_even_with_matching_hash(run_dir):
     data = (run_dir / WEIGHTS).read_bytes()
     (run_dir / WEIGHTS).write_bytes(data[:1000])
     _rehash(run_dir)
-    with pytest.raises(CheckpointError, match="not a loadable weights file"):
+    with pytest.raises(CheckpointError, match="is damaged or cut short") as err:
         load_run(run_dir)
+    assert "weights_only" not in str(err.value)
 
 
 def test_wrong_architecture_is_rejected(run_dir):
@@ -99,9 +100,37 @@ def test_code_running_pickle_is_refused(run_dir, tmp_path, monkeypatch):
     with open(run_dir / WEIGHTS, "wb") as f:
         pickle.dump({"encoder.net.0.weight": RunsCode()}, f)
     _rehash(run_dir)
-    with pytest.raises(CheckpointError, match="not a loadable weights file"):
+    with pytest.raises(CheckpointError) as err:
         load_run(run_dir)
     assert not (tmp_path / "PWNED_BY_PICKLE").exists()
+    assert str(err.value) == (f"{run_dir / WEIGHTS} is not a safe weights file (it holds Python objects other than "
+                              "tensors), so it was not loaded.")
+    assert "weights_only" not in str(err.value) and "Re-running" not in str(err.value)
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.DEFAULT_PROTOCOL])
+def test_refused_pickle_never_echoes_torchs_advice(run_dir, tmp_path, monkeypatch, protocol):
+    monkeypatch.chdir(tmp_path)
+    (run_dir / WEIGHTS).write_bytes(pickle.dumps({"w": RunsCode()}, protocol=protocol))
+    _rehash(run_dir)
+    with pytest.raises(CheckpointError, match="is not a safe weights file") as err:
+        load_run(run_dir)
+    assert "weights_only" not in str(err.value).lower() and "torch.load" not in str(err.value)
+    torch.save({"w": RunsCode()}, run_dir / WEIGHTS)  # the same inside torch's zip format
+    _rehash(run_dir)
+    with pytest.raises(CheckpointError, match="is not a safe weights file"):
+        load_run(run_dir)
+    assert not (tmp_path / "PWNED_BY_PICKLE").exists()
+
+
+def test_other_unloadable_files_get_plain_reasons(run_dir):
+    for data, words in [(os.urandom(5000), "is not a PyTorch weights file"), (b"", "is empty or cut short"),
+                        ((run_dir / WEIGHTS).read_bytes()[:3000], "is damaged or cut short")]:
+        (run_dir / WEIGHTS).write_bytes(data)
+        _rehash(run_dir)
+        with pytest.raises(CheckpointError, match=words) as err:
+            load_run(run_dir)
+        assert "weights_only" not in str(err.value) and "safe" not in str(err.value)
 
 
 def test_foreign_files_are_rejected(tmp_path, run_dir):
@@ -125,6 +154,59 @@ def test_list_runs_shows_good_and_broken(tmp_path, trained):
     assert rows["good"]["ok"] and rows["good"]["model"] == "m2" and rows["good"]["labels"] == 50
     assert rows["good"]["seconds"] == trained.wall_seconds > 0  # training and evaluation, as a user waited
     assert not rows["bad"]["ok"] and "not JSON" in rows["bad"]["error"]
+
+
+def test_list_runs_validates_the_weights(tmp_path, trained):
+    root = tmp_path / "checkpoints"
+    good = save_trainer(trained, root / "good")
+    random_bytes = save_trainer(trained, root / "random")
+    (random_bytes / WEIGHTS).write_bytes(os.urandom(20000))
+    _rehash(random_bytes)  # run.json vouches for the random bytes: the hash check passes, loading does not
+    altered = save_trainer(trained, root / "altered")
+    (altered / WEIGHTS).write_bytes((altered / WEIGHTS).read_bytes()[:-10])
+    missing = save_trainer(trained, root / "missing")
+    (missing / WEIGHTS).unlink()
+    failed = save_trainer(trained, root / "failed")
+    meta = json.loads((failed / META).read_text())
+    meta["error"] = "The loss became NaN."
+    (failed / META).write_text(json.dumps(meta))
+    rows = {r["name"]: r for r in list_runs(root)}
+    assert rows["good"]["ok"] and rows["good"]["error"] == ""
+    assert not rows["random"]["ok"] and "is not a PyTorch weights file" in rows["random"]["error"]
+    assert not rows["altered"]["ok"] and "do not match run.json" in rows["altered"]["error"]
+    assert not rows["missing"]["ok"] and "missing" in rows["missing"]["error"]
+    assert not rows["failed"]["ok"] and "The loss became NaN." in rows["failed"]["error"]
+    # a run that breaks after it was listed is seen at the next listing
+    (good / WEIGHTS).write_bytes(b"\x80\x02junk")
+    row = next(r for r in list_runs(root) if r["name"] == "good")
+    assert not row["ok"] and "contents do not match" in row["error"]
+
+
+def test_list_runs_hashes_and_loads_each_file_version_once(tmp_path, trained, monkeypatch):
+    from ssvae_core import checkpoints
+
+    root = tmp_path / "checkpoints"
+    run = save_trainer(trained, root / "good")
+    calls = {"sha": 0, "load": 0}
+    sha, load = checkpoints._sha256, checkpoints.torch.load
+
+    def counting_sha(path):
+        calls["sha"] += 1
+        return sha(path)
+
+    def counting_load(*args, **kw):
+        calls["load"] += 1
+        return load(*args, **kw)
+
+    monkeypatch.setattr(checkpoints, "_sha256", counting_sha)
+    monkeypatch.setattr(checkpoints.torch, "load", counting_load)
+    for _ in range(3):
+        assert list_runs(root)[0]["ok"]
+    assert calls == {"sha": 1, "load": 1}
+    stat = (run / WEIGHTS).stat()
+    os.utime(run / WEIGHTS, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # a new version of the file
+    assert list_runs(root)[0]["ok"]
+    assert calls == {"sha": 2, "load": 2}
 
 
 def test_delete_only_inside_root(tmp_path, run_dir):

@@ -108,3 +108,21 @@ def test_m1m2_takes_its_m1_stage_settings_from_their_own_flags(tmp_path):
     meta = json.loads((out / "run.json").read_text())
     assert (meta["config"]["m1_lr"], meta["config"]["m1_kl_warmup"], meta["config"]["m1_lr_final"]) == (5e-3, 3.0, None)
     assert [(h["stage"], h["lr"]) for h in meta["history"]] == [("m1", 5e-3), ("m1m2", 2e-3)]
+
+
+@pytest.mark.slow
+def test_m1m2_recipe_starts_from_the_shipped_m1_and_says_so(mnist_root, tmp_path):
+    """`train --model m1m2 --recipe` on MNIST uses the shipped, label-free M1 by default; --fresh-m1 would not."""
+    import torch
+
+    from ssvae_core.checkpoints import load_run
+    from ssvae_core.recipes import SHIPPED_M1
+
+    out = tmp_path / "m1m2"
+    r = cli("train", "--model", "m1m2", "--labels", "100", "--seed", "8", "--recipe", "--epochs", "1",
+            "--device", "cpu", "--data-dir", str(mnist_root), "--out", str(out), timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert f"M1: {SHIPPED_M1} (shipped" in r.stdout
+    run, m1 = load_run(out), load_run(ROOT / SHIPPED_M1).model
+    assert run.meta["m1_run"] == SHIPPED_M1 and run.cfg.epochs == 1 and run.cfg.model.hidden == [500]
+    assert all(torch.equal(v, run.model.m1.state_dict()[k]) for k, v in m1.state_dict().items())

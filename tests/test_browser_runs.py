@@ -1,0 +1,135 @@
+"""Real-browser checks of a training run's life: start it, reload the tab, see it from a second browser, stop it,
+open the model just trained; and a run interrupted by a server restart is offered for Resume."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.test_browser import ARGS, CHROMIUM, REPO, free_port, settle, sync_api
+
+pytestmark = pytest.mark.browser
+
+
+@contextmanager
+def streamlit_server(root: Path) -> Iterator[str]:
+    """`streamlit run app.py` with its checkpoint root at `root`, on a free port; yields its URL."""
+    port = free_port()
+    env = {**os.environ, "SSVAE_CHECKPOINTS": str(root), "OMP_NUM_THREADS": "1"}
+    log = open(root / f"streamlit-{port}.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        end = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > end:
+                raise RuntimeError("streamlit did not start:\n" + Path(log.name).read_text()[-2000:])
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.kill()  # as a crash or a power cut would: no chance to save anything more
+        proc.wait(15)
+        log.close()
+
+
+def open_train(browser, url: str):
+    """A fresh browser context on the Train page, settled."""
+    page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+    page.goto(f"{url}/train")
+    page.wait_for_selector('[data-testid="stMain"] h1', timeout=30_000)
+    settle(page)
+    return page
+
+
+def wait_for_text(page, text: str, timeout: float = 120.0) -> None:
+    """Wait until `text` shows in the main area (the live panel refreshes every 1.5 s)."""
+    page.get_by_text(text).first.wait_for(timeout=timeout * 1000)
+
+
+def start_digits_run(page, epochs: int) -> None:
+    """Fill the form for a small digits M2 and press Start."""
+    page.locator('[data-testid="stMain"] [data-testid="stSelectbox"]').first.click()
+    page.get_by_role("option", name="Digits · 8×8, offline").click()
+    settle(page)
+    for label, value in (("Epochs", str(epochs)),):
+        box = page.get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Enter")
+        settle(page)
+    page.get_by_text("Advanced").click()
+    for label, value in (("Hidden layer sizes", "32"), ("Batch size", "300")):
+        box = page.get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Enter")
+        settle(page)
+    page.get_by_role("button", name="Start training").click()
+
+
+def test_a_run_survives_reloads_is_seen_from_every_browser_and_opens_when_done(tmp_path):
+    with streamlit_server(tmp_path) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = open_train(browser, url)
+            start_digits_run(page, 3000)
+            wait_for_text(page, "batch ")  # the live status line
+            page.reload()
+            page.wait_for_selector('[data-testid="stMain"] h1', timeout=30_000)
+            wait_for_text(page, "batch ")  # still visible after a reload...
+            other = open_train(browser, url)
+            wait_for_text(other, "batch ")  # ...and from another browser
+            assert other.get_by_role("button", name="Stop").count() == 1
+            assert page.get_by_role("button", name="Start training").is_disabled()  # the machine's one run
+            page.get_by_role("button", name="Stop").click()
+            wait_for_text(page, "Saved the best epoch")
+            wait_for_text(other, "Saved the best epoch")
+            page.get_by_role("button", name="Explore its styles").click()
+            page.wait_for_url("**/style", timeout=30_000)
+            settle(page)
+            picked = page.locator('[data-testid="stMain"] [data-testid="stSelectbox"]').first.inner_text()
+            saved = [d.name for d in tmp_path.iterdir() if (d / "model.pt").is_file()]
+            assert len(saved) == 1 and saved[0] in picked, (saved, picked)
+        finally:
+            browser.close()
+
+
+def test_a_run_interrupted_by_a_server_restart_resumes_with_a_click(tmp_path):
+    with streamlit_server(tmp_path) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = open_train(browser, url)
+            start_digits_run(page, 3000)
+            wait_for_text(page, "Epochs done")
+            end = time.time() + 120
+            while not any((d / "resume.pt").is_file() for d in tmp_path.iterdir()) and time.time() < end:
+                time.sleep(0.2)  # an epoch is on disk
+        finally:
+            browser.close()
+    # the server was killed mid-run (the context manager's exit); a new one offers the run again
+    run = next(d for d in tmp_path.iterdir() if (d / "resume.pt").is_file())
+    with streamlit_server(tmp_path) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = open_train(browser, url)
+            wait_for_text(page, "Runs that can go on")
+            assert page.get_by_text(run.name).count() >= 1
+            page.get_by_role("button", name="Resume").click()
+            wait_for_text(page, "(resumed)")
+            page.get_by_role("button", name="Stop").click()
+            wait_for_text(page, "Saved the best epoch")
+        finally:
+            browser.close()
