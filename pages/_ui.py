@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
+import sys
+import types
 import uuid
 from pathlib import Path
 
@@ -39,19 +42,36 @@ def owner() -> str:
     return st.session_state["owner"]
 
 
+def _script_frames() -> list[types.FrameType]:
+    """The call stack's frames, innermost first."""
+    frames, frame = [], inspect.currentframe()
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    return frames
+
+
 def through_app() -> None:
     """Rerun through app.py when Streamlit ran this page on its own.
 
-    On a fresh server, a first visit straight to e.g. /analogies makes Streamlit treat pages/ as an old-style
-    page folder and run the page without app.py (no navigation, no wide layout) until app.py has called
-    st.navigation once. Switching that mode off and rerunning sends the request through app.py.
+    Until some session has called st.navigation, Streamlit treats a `pages/` folder beside the entrypoint as a
+    legacy page folder: a first visit straight to e.g. /analogies on a fresh server runs that page without
+    app.py (no navigation, no wide layout). Streamlit's documented way out of that mode is a call to
+    st.navigation: the page makes one, listing itself so its URL stays, and reruns through app.py.
     """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory and not st.session_state.get("_through_app"):
-        st.session_state["_through_app"] = True  # once per session (AppTest resets the mode before every run)
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+    if st.session_state.get("_through_app"):  # once per session (AppTest resets the mode before every run)
+        return
+    main = getattr(sys.modules.get("__main__"), "__file__", None)  # the script given to `streamlit run`
+    frames = _script_frames()
+    if not main or any(os.path.realpath(f.f_code.co_filename) == os.path.realpath(main) for f in frames):
+        return  # app.py is running this page
+    page = next((f.f_globals.get("__file__") for f in frames if f.f_code.co_name == "<module>"), None)
+    if not page:
+        return
+    st.session_state["_through_app"] = True
+    st.navigation([st.Page(lambda: None, title="ssvae", url_path="through-app", default=True), st.Page(page)],
+                  position="hidden")
+    st.rerun()
 
 
 def header(title: str, caption: str) -> None:
