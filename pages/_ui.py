@@ -117,13 +117,11 @@ def run_label(row: dict) -> str:
 
 @st.cache_resource(max_entries=6, show_spinner="Loading model…")
 def _load(path: str, mtime: float) -> Run | str:
-    """The run at `path` (cache key includes its mtime) with image_shape attached, or the error message."""
+    """The run at `path` (cache key includes its mtime), or the error message."""
     try:
-        run = load_run(path, device="cpu")
+        return load_run(path, device="cpu")
     except CheckpointError as exc:
         return str(exc)
-    run.model.image_shape = tuple(run.meta["data"]["image_shape"])
-    return run
 
 
 def load(row: dict) -> Run | None:
