@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -36,19 +39,36 @@ def shipped_m1(dataset: str) -> bool:
     return dataset == "mnist" and (Path(SHIPPED_M1) / "run.json").is_file()
 
 
+def _script_frames() -> list[types.FrameType]:
+    """The call stack's frames, innermost first."""
+    frames, frame = [], inspect.currentframe()
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    return frames
+
+
 def through_app() -> None:
     """Rerun through app.py when Streamlit ran this page on its own.
 
-    On a fresh server, a first visit straight to e.g. /analogies makes Streamlit treat pages/ as an old-style
-    page folder and run the page without app.py (no navigation, no wide layout) until app.py has called
-    st.navigation once. Switching that mode off and rerunning sends the request through app.py.
+    Until some session has called st.navigation, Streamlit treats a `pages/` folder beside the entrypoint as a
+    legacy page folder: a first visit straight to e.g. /analogies on a fresh server runs that page without
+    app.py (no navigation, no wide layout). Streamlit's documented way out of that mode is a call to
+    st.navigation: the page makes one, listing itself so its URL stays, and reruns through app.py.
     """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory and not st.session_state.get("_through_app"):
-        st.session_state["_through_app"] = True  # once per session (AppTest resets the mode before every run)
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+    if st.session_state.get("_through_app"):  # once per session (AppTest resets the mode before every run)
+        return
+    main = getattr(sys.modules.get("__main__"), "__file__", None)  # the script given to `streamlit run`
+    frames = _script_frames()
+    if not main or any(os.path.realpath(f.f_code.co_filename) == os.path.realpath(main) for f in frames):
+        return  # app.py is running this page
+    page = next((f.f_globals.get("__file__") for f in frames if f.f_code.co_name == "<module>"), None)
+    if not page:
+        return
+    st.session_state["_through_app"] = True
+    st.navigation([st.Page(lambda: None, title="ssvae", url_path="through-app", default=True), st.Page(page)],
+                  position="hidden")
+    st.rerun()
 
 
 def header(title: str, caption: str) -> None:
@@ -95,13 +115,11 @@ def run_label(row: dict) -> str:
 
 @st.cache_resource(max_entries=6, show_spinner="Loading model…")
 def _load(path: str, mtime: float) -> Run | str:
-    """The run at `path` (cache key includes its mtime) with image_shape attached, or the error message."""
+    """The run at `path` (cache key includes its mtime), or the error message."""
     try:
-        run = load_run(path, device="cpu")
+        return load_run(path, device="cpu")
     except CheckpointError as exc:
         return str(exc)
-    run.model.image_shape = tuple(run.meta["data"]["image_shape"])
-    return run
 
 
 def load(row: dict) -> Run | None:
@@ -184,7 +202,7 @@ def no_model_state() -> None:
     with st.container(border=True):
         st.markdown("#### No model yet: train one")
         st.write("This page needs a trained M2 or M1+M2 model. Train one on the **Train** page — the offline "
-                 "*digits* dataset takes under a minute — or put a run folder under "
+                 "*digits* dataset is small and needs no download — or put a run folder under "
                  f"`{checkpoint_root()}/`.")
         st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
 

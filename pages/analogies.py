@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from pages import _charts, _ui
-from ssvae_core import generate
+from ssvae_core import generate, images
 
 SOURCES = {"test": "Test images", "upload": "Upload", "draw": "Draw", "samples": "Model samples"}
 MAX_INPUTS = 10
@@ -57,7 +57,7 @@ def from_upload(shape) -> tuple[np.ndarray, list[str]]:
     rows, captions = [], []
     for f in (files or [])[:MAX_INPUTS]:
         try:
-            rows.append(generate.preprocess_upload(f.getvalue(), shape))
+            rows.append(images.preprocess_upload(f.getvalue(), shape))
             captions.append(f.name)
         except ValueError as exc:
             st.error(f"**{f.name}**: {exc}", icon=":material/broken_image:")
@@ -86,7 +86,7 @@ def from_canvas(shape) -> tuple[np.ndarray, list[str]]:
     if data is None or np.asarray(data)[..., 3].max() == 0:
         return np.zeros((0, 1), np.float32), []
     try:
-        return generate.preprocess_canvas(np.asarray(data), shape)[None], ["your drawing"]
+        return images.preprocess_canvas(np.asarray(data), shape)[None], ["your drawing"]
     except ValueError as exc:
         st.info(str(exc))
         return np.zeros((0, 1), np.float32), []
@@ -107,7 +107,7 @@ def show_grid(model, x: np.ndarray, captions: list[str], names: list[str]) -> No
     h = shape[1]
     grid = generate.analogy_grid(model, x)
     probs = generate.qy(model, x)
-    inputs = generate.to_images(x, shape)
+    inputs = images.to_images(x, shape)
     k = model.num_classes
     st.session_state["an_grid_shape"] = (len(x), (grid.shape[1] + 1) // (shape[2] + 1))
     st.caption(f"Analogy grid: {len(x)} input{'s' if len(x) != 1 else ''} × {k} classes. Each row infers the "
@@ -133,7 +133,7 @@ def show_grid(model, x: np.ndarray, captions: list[str], names: list[str]) -> No
             st.plotly_chart(_charts.qy_bar(probs[i], names, height=96), key=f"an_qy_{i}",
                             config={"displayModeBar": False})
     full = generate.analogy_grid(model, x, with_inputs=True)
-    st.download_button("Download the grid (PNG)", lambda: generate.to_png_bytes(full, 8), file_name="analogies.png",
+    st.download_button("Download the grid (PNG)", lambda: images.to_png_bytes(full, 8), file_name="analogies.png",
                        mime="image/png", icon=":material/download:")
 
 

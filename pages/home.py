@@ -33,7 +33,7 @@ with left:
             st.markdown("#### No model yet: train one")
             st.write("No trained M2 or M1+M2 model was found under "
                      f"`{_ui.checkpoint_root()}/`. The Train page trains one in the background; the offline "
-                     "*digits* dataset needs no downloads and finishes in about a minute on a CPU.")
+                     "*digits* dataset is small and needs no download.")
             st.page_link("pages/train.py", label="Train a model", icon=":material/model_training:")
         else:
             st.markdown("**Model in use**")

@@ -372,4 +372,4 @@ with right:
             st.write("Choose the settings on the left and press **Start training**. You will see a progress bar, "
                      "every term of the bound per epoch, validation and test error, and samples from the model "
                      "as it learns.")
-            st.caption("Tip: *Digits · 8×8* with N = 100 trains in well under a minute on a CPU.")
+            st.caption("Tip: *Digits · 8×8* is a small offline dataset for a quick first try.")

@@ -218,7 +218,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     try:
         cfg = TrainConfig.from_dict(meta["config"])
         data = meta["data"]
-        model = build_model(cfg.model, int(data["x_dim"]), int(data["num_classes"]))
+        shape = tuple(data["image_shape"]) if data.get("image_shape") else None
+        model = build_model(cfg.model, int(data["x_dim"]), int(data["num_classes"]), shape)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{run_dir / META}: config cannot build a model ({exc}).") from None
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -93,8 +93,8 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ssvae_core",
-                                     description="Semi-supervised VAEs (Kingma et al. 2014).")
+    prog = "python -m ssvae_core" if sys.argv[0].endswith("__main__.py") else None  # else `ssvae`
+    parser = argparse.ArgumentParser(prog=prog, description="Semi-supervised VAEs (Kingma et al. 2014).")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("train", help="train one model and save it as a run folder")

@@ -251,7 +251,7 @@ def _sample_grid(trainer: Trainer, data: Dataset, rows: int = 4) -> np.ndarray |
         if hasattr(model, "num_classes"):
             zs = torch.randn(rows, generate.z_dim(model), generator=g)
             return generate.class_grid(model, zs.numpy(), shape)
-        z = torch.randn(rows * 10, model.decoder[0].in_features, generator=g).to(dev)
+        z = torch.randn(rows * 10, model.z_dim, generator=g).to(dev)
         return generate.tile(generate.to_images(model.decode_x(z), shape), rows, 10)
     finally:
         model.train(was_training)

@@ -32,6 +32,15 @@ class ModelConfig:
     likelihood: str = "bernoulli"  # p(x|.) of the pixel models: "bernoulli" or "gaussian"
 
 
+def guess_image_shape(x_dim: int) -> tuple[int, int, int]:
+    """(C, H, W) of a square grey or RGB image with x_dim values; (1, 1, x_dim) when neither fits."""
+    for c in (1, 3):
+        side = math.isqrt(x_dim // c)
+        if x_dim % c == 0 and side * side * c == x_dim:
+            return c, side, side
+    return 1, 1, x_dim
+
+
 def mlp(sizes: list[int], activation: str) -> nn.Sequential:
     """Affine layers of `sizes`, with `activation` between them (none after the last)."""
     layers: list[nn.Module] = []
@@ -85,8 +94,10 @@ class GaussianHead(nn.Module):
 class M1(nn.Module):
     """M1, the latent-feature model: q(z|x) = N(mu(x), sigma^2(x)), p(z) = N(0, I), p(x|z) Bernoulli."""
 
-    def __init__(self, x_dim: int, cfg: ModelConfig):
+    def __init__(self, x_dim: int, cfg: ModelConfig, image_shape: tuple[int, int, int] | None = None):
         super().__init__()
+        self.x_dim, self.z_dim = x_dim, cfg.m1_z_dim
+        self.image_shape = tuple(image_shape or guess_image_shape(x_dim))  # (C, H, W) of x
         self.encoder = GaussianHead([x_dim, *cfg.m1_hidden, cfg.m1_z_dim], cfg.activation)
         self.decoder = mlp([cfg.m1_z_dim, *reversed(cfg.m1_hidden), x_dim], cfg.activation)
 
@@ -119,9 +130,12 @@ class M1(nn.Module):
 class M2(nn.Module):
     """M2: p(y) = Cat(1/K), p(z) = N(0, I), p(x|y,z); q(z|x,y) Gaussian, q(y|x) categorical (paper eq. 2-4)."""
 
-    def __init__(self, x_dim: int, num_classes: int, cfg: ModelConfig, likelihood: str | None = None):
+    def __init__(self, x_dim: int, num_classes: int, cfg: ModelConfig, likelihood: str | None = None,
+                 image_shape: tuple[int, int, int] | None = None):
         super().__init__()
         self.num_classes = num_classes
+        self.x_dim, self.z_dim = x_dim, cfg.z_dim
+        self.image_shape = tuple(image_shape or guess_image_shape(x_dim))  # (C, H, W) of x
         self.likelihood = likelihood or cfg.likelihood
         self.classifier = mlp([x_dim, *cfg.hidden, num_classes], cfg.activation)
         self.encoder = GaussianHead([x_dim + num_classes, *cfg.hidden, cfg.z_dim], cfg.activation)
@@ -198,13 +212,15 @@ class M2(nn.Module):
 class M1M2(nn.Module):
     """M1+M2: M2 with a Gaussian p(z1|y,z2) on M1's latent z1 (sampled in training, means at test)."""
 
-    def __init__(self, x_dim: int, num_classes: int, cfg: ModelConfig):
+    def __init__(self, x_dim: int, num_classes: int, cfg: ModelConfig, image_shape: tuple[int, int, int] | None = None):
         super().__init__()
         self.num_classes, self.z1_dim = num_classes, cfg.m1_z_dim
-        self.m1 = M1(x_dim, cfg)
+        self.x_dim, self.z_dim = x_dim, cfg.z_dim  # pixels in, and z2 (the style latent decode_x takes)
+        self.m1 = M1(x_dim, cfg, image_shape)
+        self.image_shape = self.m1.image_shape
         n_active = cfg.z1_active or cfg.m1_z_dim
         self.register_buffer("active", torch.arange(n_active))  # which z1 units M2 sees
-        self.m2 = M2(n_active, num_classes, cfg, likelihood="gaussian")
+        self.m2 = M2(n_active, num_classes, cfg, likelihood="gaussian", image_shape=(1, 1, n_active))
 
     @torch.no_grad()
     def q_z1(self, x: torch.Tensor) -> torch.Tensor:
@@ -250,8 +266,11 @@ class M1M2(nn.Module):
 class Supervised(nn.Module):
     """Baseline: the same q(y|x) MLP as M2, trained on the labelled images alone."""
 
-    def __init__(self, x_dim: int, num_classes: int, cfg: ModelConfig):
+    def __init__(self, x_dim: int, num_classes: int, cfg: ModelConfig,
+                 image_shape: tuple[int, int, int] | None = None):
         super().__init__()
+        self.x_dim = x_dim
+        self.image_shape = tuple(image_shape or guess_image_shape(x_dim))  # (C, H, W) of x
         self.classifier = mlp([x_dim, *cfg.hidden, num_classes], cfg.activation)
 
     def loss(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, beta: float,
@@ -265,14 +284,15 @@ class Supervised(nn.Module):
         return self.classifier(x)
 
 
-def build_model(cfg: ModelConfig, x_dim: int, num_classes: int) -> nn.Module:
-    """The model named by cfg.kind, freshly initialised."""
+def build_model(cfg: ModelConfig, x_dim: int, num_classes: int,
+                image_shape: tuple[int, int, int] | None = None) -> nn.Module:
+    """The model named by cfg.kind, freshly initialised, for images of `image_shape` (default: guessed from x_dim)."""
     if cfg.kind == "m1":
-        return M1(x_dim, cfg)
+        return M1(x_dim, cfg, image_shape)
     if cfg.kind == "m2":
-        return M2(x_dim, num_classes, cfg)
+        return M2(x_dim, num_classes, cfg, image_shape=image_shape)
     if cfg.kind == "m1m2":
-        return M1M2(x_dim, num_classes, cfg)
+        return M1M2(x_dim, num_classes, cfg, image_shape)
     if cfg.kind == "supervised":
-        return Supervised(x_dim, num_classes, cfg)
+        return Supervised(x_dim, num_classes, cfg, image_shape)
     raise ValueError(f"Unknown model {cfg.kind!r}; choose one of {', '.join(MODELS)}.")

@@ -219,7 +219,7 @@ class Trainer:
         flush_denormals()
         kind, resume = self.cfg.model.kind, self._resume
         if kind == "m1m2" and (resume is None or resume["stage"] == "m1"):
-            m1 = M1(self.data.x_dim, self.cfg.model).to(self.device)
+            m1 = M1(self.data.x_dim, self.cfg.model, tuple(self.data.image_shape)).to(self.device)
             if self.m1_state is not None:
                 m1.load_state_dict(self.m1_state)
             else:
@@ -230,11 +230,13 @@ class Trainer:
                 return
             active = active_units(m1_features(m1, self.data.x_train), self.cfg.active_threshold)
             self.cfg.model.z1_active = len(active)
-            self.model = M1M2(self.data.x_dim, self.data.num_classes, self.cfg.model).to(self.device)
+            self.model = M1M2(self.data.x_dim, self.data.num_classes, self.cfg.model,
+                              tuple(self.data.image_shape)).to(self.device)
             self.model.m1.load_state_dict(m1.state_dict())
             self.model.active.copy_(active)
         else:  # a fresh run, or a resume in the run's own stage (M1+M2: its M1 and active units are in the state)
-            self.model = build_model(self.cfg.model, self.data.x_dim, self.data.num_classes).to(self.device)
+            self.model = build_model(self.cfg.model, self.data.x_dim, self.data.num_classes,
+                                     tuple(self.data.image_shape)).to(self.device)
         if kind == "m1m2":
             self.model.m1.requires_grad_(False)
         yield from self._fit(self.model, self.cfg.epochs, kind, on_batch)

@@ -152,6 +152,9 @@ def test_every_page_and_slider(server, tmp_path):
             settle(page)
             nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
             assert "Style explorer" in nav and "charts" not in nav, nav
+            assert page.url.endswith("/analogies"), page.url
+            assert page.locator('[role="dialog"]').count() == 0, "a dialog (e.g. 'Page not found') is open"
+            assert "Analogies" in page.locator('[data-testid="stMain"] h1').first.inner_text()
             for name in PAGES:
                 page.goto(f"{server}/{name}")
                 page.wait_for_selector('[data-testid="stMain"] h1', timeout=30_000)  # the page title

@@ -1,13 +1,12 @@
-"""Tests for ssvae_core.generate: grid shapes, q(y|x), PNG output, and upload / canvas preprocessing."""
+"""Tests for ssvae_core.generate: grid shapes, analogies, latent maps, q(y|x), model sizes."""
 
 from __future__ import annotations
 
-import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
 from ssvae_core import generate
 from ssvae_core.models import ModelConfig, build_model
@@ -16,28 +15,10 @@ MNIST = (1, 28, 28)
 
 
 def tiny(kind: str = "m2", shape: tuple[int, int, int] = (1, 8, 8), z: int = 3, k: int = 10) -> torch.nn.Module:
-    """An untrained small model with its image shape attached."""
+    """An untrained small model for images of `shape`."""
     torch.manual_seed(0)
     cfg = ModelConfig(kind=kind, hidden=[16], z_dim=z, m1_hidden=[16], m1_z_dim=6)
-    model = build_model(cfg, int(np.prod(shape)), k).eval()
-    model.image_shape = shape
-    return model
-
-
-def png(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
-    """Encode a PIL image."""
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
-
-def digit_one(size: int = 200, bg: int = 255, ink: int = 0, mode: str = "L") -> Image.Image:
-    """A thick vertical stroke with a flag, drawn off-centre, like a photographed '1'."""
-    img = Image.new(mode, (size, size), bg)
-    d = ImageDraw.Draw(img)
-    d.line([(150, 30), (150, 170)], fill=ink, width=18)
-    d.line([(150, 30), (120, 60)], fill=ink, width=14)
-    return img
+    return build_model(cfg, int(np.prod(shape)), k, image_shape=shape).eval()
 
 
 # ---- generation ------------------------------------------------------------------------------
@@ -91,111 +72,37 @@ def test_shape_guess_and_sample_inputs():
     assert x.shape == (4, 784) and y.shape == (4,)
 
 
-def test_png_is_crisp_nearest_upscale():
-    img = np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32)
-    out = np.asarray(Image.open(io.BytesIO(generate.to_png_bytes(img, 10))))
-    assert out.shape == (20, 20)
-    assert set(np.unique(out).tolist()) == {0, 255}  # no smoothing
-    assert out[0, 9] == 0 and out[0, 10] == 255
+# ---- model sizes -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["m1", "m2", "m1m2", "supervised"])
+def test_models_expose_their_sizes_without_new_state(kind):
+    cfg = ModelConfig(kind=kind, hidden=[16], z_dim=3, m1_hidden=[16], m1_z_dim=6)
+    model = build_model(cfg, 48, 5, image_shape=(3, 4, 4))
+    assert model.x_dim == 48 and model.image_shape == (3, 4, 4)
+    assert build_model(cfg, 784, 10).image_shape == MNIST  # default: guessed from x_dim
+    if kind != "supervised":
+        assert model.z_dim == (6 if kind == "m1" else 3)
+    keys = set(model.state_dict())
+    assert not any(k.endswith(("x_dim", "z_dim", "image_shape")) for k in keys)
 
 
-# ---- uploads ---------------------------------------------------------------------------------
+def test_generate_keeps_the_names_other_modules_use():
+    from ssvae_core import images
 
-def _check_mnist_like(v: np.ndarray) -> None:
-    """White digit on black, inside the central 20×20 box, centred by mass."""
-    assert v.shape == (784,) and v.dtype == np.float32
-    img = v.reshape(28, 28)
-    assert img.min() >= 0 and img.max() <= 1 and img.max() > 0.9
-    assert img[0].max() < 0.05 and img[:, 0].max() < 0.05  # black background
-    ys, xs = np.nonzero(img > 0.05)
-    assert ys.min() >= 3 and ys.max() <= 24 and xs.min() >= 3 and xs.max() <= 24
-    cy = (np.arange(28)[:, None] * img).sum() / img.sum()
-    cx = (np.arange(28)[None, :] * img).sum() / img.sum()
-    assert abs(cy - 13.5) < 1.0 and abs(cx - 13.5) < 1.0
+    assert generate.tile is images.tile and generate.to_images is images.to_images
+    assert generate.to_png_bytes is images.to_png_bytes
+    assert callable(generate.z_dim) and callable(generate.class_grid)
 
 
-def test_black_on_white_photo_becomes_centred_white_on_black():
-    _check_mnist_like(generate.preprocess_upload(png(digit_one()), MNIST))
+def test_shipped_runs_load_with_their_sizes():
+    """The size attributes add nothing to the state dict: every shipped checkpoint still loads, sizes as saved."""
+    from ssvae_core.checkpoints import load_run
 
-
-def test_jpeg_rgb_upload():
-    _check_mnist_like(generate.preprocess_upload(png(digit_one(mode="RGB", bg=(250, 250, 240), ink=(10, 10, 60)),
-                                                     "JPEG"), MNIST))
-
-
-@pytest.mark.parametrize("ink", [(0, 0, 0, 255), (255, 255, 255, 255)])
-def test_rgba_on_transparent_background(ink):
-    img = Image.new("RGBA", (120, 120), (0, 0, 0, 0))
-    ImageDraw.Draw(img).ellipse([30, 20, 90, 100], outline=ink, width=12)
-    _check_mnist_like(generate.preprocess_upload(png(img), MNIST))
-
-
-def test_16_bit_greyscale():
-    arr = np.full((100, 100), 65535, dtype=np.uint16)
-    arr[20:80, 45:55] = 0  # dark bar on white, 16-bit
-    img = Image.fromarray(arr)
-    assert img.mode.startswith("I;16")
-    _check_mnist_like(generate.preprocess_upload(png(img), MNIST))
-    img32 = Image.fromarray(arr.astype(np.int32))  # mode "I"
-    _check_mnist_like(generate.preprocess_upload(png(img32, "TIFF"), MNIST))
-
-
-def test_palette_gif_still_image():
-    _check_mnist_like(generate.preprocess_upload(png(digit_one().convert("P"), "GIF"), MNIST))
-
-
-def test_other_shapes():
-    v8 = generate.preprocess_upload(png(digit_one()), (1, 8, 8))
-    assert v8.shape == (64,) and v8.max() > 0.5
-    rgb = generate.preprocess_upload(png(Image.new("RGB", (50, 40), (200, 10, 10))), (3, 32, 32))
-    assert rgb.shape == (3 * 32 * 32,)
-    assert np.allclose(rgb[:1024], 200 / 255, atol=0.02) and rgb[1024:].max() < 0.1  # C×H×W order
-
-
-@pytest.mark.parametrize("data, message", [
-    (b"", "empty"),
-    (b"this is not an image at all", "not an image"),
-    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "not an image|damaged"),
-])
-def test_bad_bytes_are_rejected_clearly(data, message):
-    with pytest.raises(ValueError, match=message):
-        generate.preprocess_upload(data, MNIST)
-
-
-def test_truncated_png_is_rejected():
-    data = png(digit_one())
-    with pytest.raises(ValueError, match="damaged|not an image"):
-        generate.preprocess_upload(data[: len(data) // 2], MNIST)
-
-
-def test_animated_gif_is_rejected():
-    frames = [digit_one(), digit_one(bg=0, ink=255)]
-    buf = io.BytesIO()
-    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
-    with pytest.raises(ValueError, match="animated"):
-        generate.preprocess_upload(buf.getvalue(), MNIST)
-
-
-def test_huge_dimensions_are_rejected_before_decoding():
-    data = png(Image.new("1", (5000, 20), 1))  # tiny file, huge side
-    assert len(data) < 100_000
-    with pytest.raises(ValueError, match="too large"):
-        generate.preprocess_upload(data, MNIST)
-
-
-def test_huge_file_is_rejected():
-    with pytest.raises(ValueError, match="too large"):
-        generate.preprocess_upload(b"\x89PNG" + b"\x00" * (generate.MAX_UPLOAD_BYTES + 1), MNIST)
-
-
-def test_blank_image_is_rejected():
-    with pytest.raises(ValueError, match="blank"):
-        generate.preprocess_upload(png(Image.new("L", (64, 64), 255)), MNIST)
-
-
-def test_canvas():
-    rgba = np.zeros((280, 280, 4), dtype=np.uint8)
-    rgba[60:220, 130:150] = (255, 255, 255, 255)  # a white stroke on the transparent layer
-    _check_mnist_like(generate.preprocess_canvas(rgba, MNIST))
-    with pytest.raises(ValueError, match="empty"):
-        generate.preprocess_canvas(np.zeros((280, 280, 4), dtype=np.uint8), MNIST)
+    shipped = sorted(Path(__file__).resolve().parents[1].glob("checkpoints/pretrained/*/model.pt"))
+    assert shipped
+    for path in shipped:
+        run = load_run(path.parent, device="cpu")
+        data, m = run.meta["data"], run.model
+        assert m.x_dim == data["x_dim"] and m.image_shape == tuple(data["image_shape"])
+        m2 = m.m2 if hasattr(m, "m2") else m
+        assert generate.z_dim(m) == m2.decoder[0].in_features - data["num_classes"]
