@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ssvae_core import bench, probe, reproduce
-from ssvae_core.checkpoints import export_m1, export_run, list_runs, load_run, read_meta, wall
+from ssvae_core.checkpoints import DONE, export_m1, export_run, list_runs, load_run, read_meta, run_state, wall
 from ssvae_core.data import DATASETS, default_data_root, load_dataset
 from ssvae_core.errors import CheckpointError, DataError, TrainingError
 from ssvae_core.flags import RECIPE_FLAGS, add_data_args, add_train_args, at_least, config_from_args, fill
@@ -27,6 +27,9 @@ def default_m1(a: argparse.Namespace) -> str | None:
 
 def cmd_train(a: argparse.Namespace) -> int:
     if a.resume:
+        if run_state(read_meta(a.resume)) == DONE:
+            print(f"{a.resume} finished earlier; there is nothing to resume.")
+            return 0
         cfg, meta = resumable_config(a.resume)
         data = load_dataset(cfg.dataset, a.data_dir, download=not a.no_download)
         done = sum(h.get("complete", True) for h in meta.get("history", []))

@@ -148,6 +148,12 @@ def kl_weight_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return min(1.0, (step + 1) / (cfg.kl_warmup * steps_per_epoch))
 
 
+def _not_finite(loss: torch.Tensor, epoch: int, stage: str, where: str) -> None:
+    """Raise the TrainingError for a loss that became NaN or infinite."""
+    raise TrainingError(f"The loss became {loss.item()} at epoch {epoch}, {where} ({stage}); the state of the last "
+                        "finished epoch was kept. Try a lower learning rate (--lr).")
+
+
 @dataclass
 class Stage:
     """One stage's training state (M1+M2 has an M1 stage, then its own): all a per-epoch checkpoint must hold."""
@@ -328,6 +334,7 @@ class Trainer:
         lab_weight = len(self.lab_idx) / max(1, len(self.unl_idx)) if cfg.labelled_elbo == "dataset" else 1.0
         total_steps = max(1, steps * n_epochs)
         sums: dict[str, torch.Tensor] = {}
+        check_each_step = self.device.type == "cpu"  # on a GPU, a per-step check would wait for the device
         perm = pool[torch.randperm(len(pool), device=self.device)]
         done = 0
         for step in range(steps):
@@ -339,10 +346,8 @@ class Trainer:
             u = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             li = self.lab_idx[torch.randint(len(self.lab_idx), (cfg.labelled_batch,), device=self.device)]
             terms = self.batch_terms(model, stage, li, u, q_z1, beta, kl_weight_at(cfg, at, steps), lab_weight)
-            if not torch.isfinite(terms["loss"]):
-                raise TrainingError(f"The loss became {terms['loss'].item()} at epoch {st.epoch + 1}, batch "
-                                    f"{step + 1} ({stage}); the state of the last finished epoch was kept. "
-                                    f"Try a lower learning rate (--lr).")
+            if check_each_step and not torch.isfinite(terms["loss"]):
+                _not_finite(terms["loss"], st.epoch + 1, stage, f"batch {step + 1}")
             st.opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             st.opt.step()
@@ -354,6 +359,8 @@ class Trainer:
             done += 1
             if on_batch:
                 on_batch(step + 1, steps)
+        if not check_each_step and "loss" in sums and not torch.isfinite(sums["loss"]):
+            _not_finite(sums["loss"], st.epoch + 1, stage, "a batch")
         return sums, done
 
     def choose_best(self, st: Stage, rec: dict) -> bool:

@@ -4,6 +4,7 @@ open the model just trained; and a run interrupted by a server restart is offere
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -56,8 +57,11 @@ def open_train(browser, url: str):
     return page
 
 
-def wait_for_text(page, text: str, timeout: float = 120.0) -> None:
-    """Wait until `text` shows in the main area (the live panel refreshes every 1.5 s)."""
+LIVE = re.compile(r"· batch \d+/\d+")  # the live status line of a run in progress
+
+
+def wait_for_text(page, text: str | re.Pattern, timeout: float = 120.0) -> None:
+    """Wait until `text` shows on the page (the live panel refreshes every 1.5 s)."""
     page.get_by_text(text).first.wait_for(timeout=timeout * 1000)
 
 
@@ -65,6 +69,8 @@ def start_digits_run(page, epochs: int) -> None:
     """Fill the form for a small digits M2 and press Start."""
     page.locator('[data-testid="stMain"] [data-testid="stSelectbox"]').first.click()
     page.get_by_role("option", name="Digits · 8×8, offline").click()
+    settle(page)
+    page.locator('[data-testid="stMain"] button', has_text=re.compile(r"^M2$")).first.click()
     settle(page)
     for label, value in (("Epochs", str(epochs)),):
         box = page.get_by_label(label, exact=True)
@@ -86,12 +92,12 @@ def test_a_run_survives_reloads_is_seen_from_every_browser_and_opens_when_done(t
         try:
             page = open_train(browser, url)
             start_digits_run(page, 3000)
-            wait_for_text(page, "batch ")  # the live status line
+            wait_for_text(page, LIVE)  # the live status line
             page.reload()
             page.wait_for_selector('[data-testid="stMain"] h1', timeout=30_000)
-            wait_for_text(page, "batch ")  # still visible after a reload...
+            wait_for_text(page, LIVE)  # still visible after a reload...
             other = open_train(browser, url)
-            wait_for_text(other, "batch ")  # ...and from another browser
+            wait_for_text(other, LIVE)  # ...and from another browser
             assert other.get_by_role("button", name="Stop").count() == 1
             assert page.get_by_role("button", name="Start training").is_disabled()  # the machine's one run
             page.get_by_role("button", name="Stop").click()

@@ -118,7 +118,7 @@ def test_train_killed_after_epoch_2_resumes_to_the_same_history_and_weights(tmp_
     assert not (run / "resume.pt").exists()  # a finished run keeps only its weights and run.json
     again = subprocess.run([sys.executable, "-m", "ssvae_core", "train", "--resume", str(run)], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=120)
-    assert again.returncode == 2 and "finished; there is nothing to resume" in again.stderr
+    assert again.returncode == 0 and "finished earlier; there is nothing to resume" in again.stdout
 
 
 def test_run_json_is_written_after_every_epoch(tmp_path, digits):
