@@ -48,6 +48,13 @@ def streamlit_server(root: Path) -> Iterator[str]:
         log.close()
 
 
+def shots(tmp_path: Path) -> Path:
+    """Where screenshots go: $SSVAE_SHOTS, else the test's tmp folder."""
+    folder = Path(os.environ.get("SSVAE_SHOTS") or tmp_path / "shots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def open_train(browser, url: str):
     """A fresh browser context on the Train page, settled."""
     page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
@@ -98,6 +105,9 @@ def test_a_run_survives_reloads_is_seen_from_every_browser_and_opens_when_done(t
             wait_for_text(page, LIVE)  # still visible after a reload...
             other = open_train(browser, url)
             wait_for_text(other, LIVE)  # ...and from another browser
+            wait_for_text(other, "Epochs done")
+            settle(other)
+            other.screenshot(path=str(shots(tmp_path) / "train-live-second-browser.png"), full_page=True)
             assert other.get_by_role("button", name="Stop").count() == 1
             assert page.get_by_role("button", name="Start training").is_disabled()  # the machine's one run
             page.get_by_role("button", name="Stop").click()
@@ -106,7 +116,10 @@ def test_a_run_survives_reloads_is_seen_from_every_browser_and_opens_when_done(t
             page.get_by_role("button", name="Explore its styles").click()
             page.wait_for_url("**/style", timeout=30_000)
             settle(page)
-            picked = page.locator('[data-testid="stMain"] [data-testid="stSelectbox"]').first.inner_text()
+            box = page.locator('[data-testid="stMain"] [data-testid="stSelectbox"]').first
+            picked = box.inner_text() + " ".join(i.input_value() for i in box.locator("input").all()) \
+                + (box.locator("[title]").first.get_attribute("title") if box.locator("[title]").count() else "")
+            page.screenshot(path=str(shots(tmp_path) / "style-after-explore.png"))
             saved = [d.name for d in tmp_path.iterdir() if (d / "model.pt").is_file()]
             assert len(saved) == 1 and saved[0] in picked, (saved, picked)
         finally:
@@ -133,6 +146,8 @@ def test_a_run_interrupted_by_a_server_restart_resumes_with_a_click(tmp_path):
             page = open_train(browser, url)
             wait_for_text(page, "Runs that can go on")
             assert page.get_by_text(run.name).count() >= 1
+            settle(page)
+            page.screenshot(path=str(shots(tmp_path) / "train-resume-after-restart.png"), full_page=True)
             page.get_by_role("button", name="Resume").click()
             wait_for_text(page, "(resumed)")
             page.get_by_role("button", name="Stop").click()
