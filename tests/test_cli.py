@@ -126,3 +126,12 @@ def test_m1m2_recipe_starts_from_the_shipped_m1_and_says_so(mnist_root, tmp_path
     run, m1 = load_run(out), load_run(ROOT / SHIPPED_M1).model
     assert run.meta["m1_run"] == SHIPPED_M1 and run.cfg.epochs == 1 and run.cfg.model.hidden == [500]
     assert all(torch.equal(v, run.model.m1.state_dict()[k]) for k, v in m1.state_dict().items())
+
+
+def test_a_piped_log_has_one_line_per_epoch_and_no_progress_bar_frames(tmp_path):
+    r = cli("train", "--model", "m2", "--dataset", "digits", "--labels", "50", "--epochs", "3", "--hidden", "32",
+            "--device", "cpu", "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    log = r.stdout + r.stderr  # both are pipes here, as in `train ... > log 2>&1`
+    assert "\r" not in log and "batch/s" not in log and "it/s" not in log
+    assert [line.split()[2] for line in log.splitlines() if line.startswith("[m2] epoch")] == ["1", "2", "3"]

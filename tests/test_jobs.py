@@ -159,3 +159,30 @@ def test_dataset_problem_and_run_dir(tmp_path):
     assert d1.name.startswith("m2-digits-n50-s0-")
     d1.mkdir()
     assert jobs.new_run_dir(tmp_path, tiny_cfg()) != d1
+
+
+def test_a_stop_inside_the_first_epoch_names_the_partial_epoch(tmp_path, monkeypatch):
+    """A stop after 3 batches of epoch 1 saves that partial epoch and says so, instead of 'the best epoch 1'."""
+    calls, reached, release = [], threading.Event(), threading.Event()
+    real = jobs.Trainer.batch_terms
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            reached.set()
+            assert release.wait(60)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(jobs.Trainer, "batch_terms", counted)
+    cfg = tiny_cfg(epochs=5)
+    cfg.batch_size = 50  # 1197 - 50 labelled images: 23 batches an epoch
+    job = jobs.start_job(cfg, None, tmp_path / "run")
+    assert reached.wait(60)
+    job.stop()
+    release.set()
+    job.join(60)
+    snap = job.snapshot()
+    assert snap["status"] == jobs.STOPPED and snap["saved"]
+    assert snap["message"].startswith("Stopped in epoch 1 after 3 of 23 batches. No epoch had finished")
+    assert [h["complete"] for h in snap["history"]] == [False]
+    assert load_run(tmp_path / "run").meta["partial"] == {"stage": "m2", "epoch": 1, "batches": 3, "steps": 23}
