@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from ssvae_core.checkpoints import m1_from_run
+from ssvae_core.checkpoints import start_m1
 from ssvae_core.data import load_dataset
 from ssvae_core.flags import add_data_args
 from ssvae_core.models import ModelConfig
@@ -78,13 +78,7 @@ def to_target(kind: str, data, labels: int, seed: int, device: str, m1_run: str 
     cfg = TrainConfig(model=model, dataset=data.name, labels=labels, seed=seed, device=device,
                       **{k: r[k] for k in ("epochs", "lr", "lr_final", "kl_warmup", "m1_epochs", "m1_lr",
                                           "m1_lr_final", "m1_kl_warmup")})
-    m1_state = None
-    if kind == "m1m2" and m1_run:
-        m1, fields = m1_from_run(m1_run)
-        m1_state = m1.state_dict()
-        cfg.model.m1_hidden, cfg.model.m1_z_dim, cfg.model.activation = (fields[k] for k in
-                                                                         ("m1_hidden", "m1_z_dim", "activation"))
-    trainer = Trainer(cfg, data, m1_state=m1_state)
+    trainer = Trainer(cfg, data, m1_state=start_m1(cfg, m1_run)[0])
     target, hit = TARGETS[kind], None
     for rec in trainer.epochs():
         wall = trainer.wall_seconds

@@ -365,6 +365,22 @@ def m1_from_run(run_dir: str | Path) -> tuple[nn.Module, dict]:
     return m1, {**fields, "dataset": run.cfg.dataset, "path": str(run_dir)}
 
 
+def start_m1(cfg: TrainConfig, m1_run: str | None) -> tuple[dict | None, dict]:
+    """For an M1+M2 run starting from the M1 of `m1_run`: that M1's state and the run.json fields recording where
+    it came from; cfg's M1 shape is set to match. (None, {}) for other runs or without `m1_run`."""
+    if not m1_run or cfg.model.kind != "m1m2":
+        return None, {}
+    m1, fields = m1_from_run(m1_run)
+    for k in ("m1_hidden", "m1_z_dim", "activation"):
+        setattr(cfg.model, k, fields[k])
+    return m1.state_dict(), {"m1_run": fields["path"]}
+
+
+def kept_on_resume(meta: dict) -> dict:
+    """The run.json fields a resumed run carries over from its first start (where its M1 came from)."""
+    return {k: meta[k] for k in ("m1_run",) if k in meta}
+
+
 def export_run(src: str | Path, dst: str | Path, data, half: bool = True) -> dict:
     """Copy a run to `dst` (float16 weights if `half`), re-evaluating the stored weights on `data`."""
     run = load_run(src)

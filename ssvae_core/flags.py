@@ -53,6 +53,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="weight of the labelled bound: batch = like U's batch mean, dataset = N_l/N_u as in J's sums")
     p.add_argument("--ema", type=float, default=d.ema,
                    help=">0: evaluate and keep a moving average of the weights with this decay per step, e.g. 0.999")
+    p.add_argument("--z1-mean", action="store_true",
+                   help="M1+M2: train the M2 stage on the z1 means E[z1|x] instead of samples of q(z1|x) (the paper)")
     p.add_argument("--alpha", type=float, default=d.alpha, help="J^alpha: alpha = ALPHA * N (paper: 0.1)")
     p.add_argument("--hidden", type=ints, default=m.hidden, help="M2/supervised hidden sizes, e.g. 500 or 500,500")
     p.add_argument("--z-dim", type=int, default=m.z_dim, help="latent size of M2 (z2 of M1+M2)")
@@ -80,7 +82,8 @@ def config_from_args(a: argparse.Namespace, kind: str, labels: int, seed: int, d
     return TrainConfig(model=model, dataset=dataset, labels=labels, seed=seed, epochs=a.epochs,
                        m1_epochs=a.m1_epochs, batch_size=a.batch_size, labelled_batch=a.labelled_batch, lr=a.lr,
                        lr_final=a.lr_final, kl_warmup=a.kl_warmup, labelled_elbo=a.labelled_elbo,
-                       alpha=a.alpha, ema=a.ema, binarize=not a.no_binarize, m1_lr=getattr(a, "m1_lr", None),
+                       alpha=a.alpha, ema=a.ema, z1_sample=not a.z1_mean, binarize=not a.no_binarize,
+                       m1_lr=getattr(a, "m1_lr", None),
                        m1_lr_final=getattr(a, "m1_lr_final", None), m1_kl_warmup=getattr(a, "m1_kl_warmup", None),
                        active_threshold=a.active_threshold, classifier=a.classifier, device=a.device, init=init)
 

@@ -25,12 +25,13 @@ import torch
 from ssvae_core import generate
 from ssvae_core.checkpoints import (
     INTERRUPTED,
+    kept_on_resume,
     list_runs,
     load_resume,
-    m1_from_run,
     read_meta,
     save_progress,
     save_trainer,
+    start_m1,
 )
 from ssvae_core.checkpoints import STOPPED as STOPPED_RUN
 from ssvae_core.data import MNIST_FILES, Dataset, load_dataset
@@ -153,24 +154,17 @@ class Job:
                 self._finish(None, STOPPED, "", "Stopped before training began; nothing was saved.")
                 return
             self._set(phase="preparing")
-            m1_state = None
+            m1_state, resume = None, None
             if self.resume:
-                meta = read_meta(self.run_dir)
-                extra = {k: meta[k] for k in ("m1_run",) if k in meta}
-                resume = load_resume(self.run_dir)
+                extra, resume = kept_on_resume(read_meta(self.run_dir)), load_resume(self.run_dir)
             else:
-                resume = None
-                if self.m1_run and self.cfg.model.kind == "m1m2":
-                    m1, fields = m1_from_run(self.m1_run)
-                    m1_state = m1.state_dict()
-                    for k in ("m1_hidden", "m1_z_dim", "activation"):
-                        setattr(self.cfg.model, k, fields[k])
-                    extra["m1_run"] = fields["path"]
+                m1_state, extra = start_m1(self.cfg, self.m1_run)
             trainer = Trainer(self.cfg, data, m1_state=m1_state, resume=resume)
             with self._lock:
                 self.history = [dict(h) for h in trainer.history]
-            self._set(trainer=trainer, epochs_total=self.cfg.epochs + (self.cfg.m1_epochs if self.cfg.model.kind ==
-                      "m1m2" and m1_state is None and not _skips_m1(trainer) else 0), phase="training")
+            trains_m1 = self.cfg.model.kind == "m1m2" and m1_state is None and not _skips_m1(trainer)
+            total = self.cfg.epochs + (self.cfg.m1_epochs if trains_m1 else 0)
+            self._set(trainer=trainer, epochs_total=total, phase="training")
             if self._stop.is_set():
                 trainer.stop()
             for rec in trainer.epochs(on_batch=self._on_batch):

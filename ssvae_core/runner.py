@@ -14,12 +14,13 @@ from ssvae_core.checkpoints import (
     DONE,
     FAILED,
     TRAINING,
+    kept_on_resume,
     load_resume,
-    m1_from_run,
     read_meta,
     run_state,
     save_progress,
     save_trainer,
+    start_m1,
 )
 from ssvae_core.data import Dataset
 from ssvae_core.errors import CheckpointError, TrainingError
@@ -50,19 +51,12 @@ def run_training(cfg: TrainConfig, data: Dataset, out: str | Path, m1_run: str |
     """Train one run into `out`, saving it after every epoch (best weights, run.json, resume.pt) and at the end;
     `resume=True` goes on from the last finished epoch saved in `out`. Returns the final run.json."""
     out = Path(out)
-    m1_state, extra = None, {}
     if resume:
         cfg, meta = resumable_config(out)
-        extra = {k: meta[k] for k in ("m1_run", "m1_source") if k in meta}
-        half = bool(meta.get("save_half", half))
+        extra, half = kept_on_resume(meta), bool(meta.get("save_half", half))
         trainer = Trainer(cfg, data, resume=load_resume(out))
     else:
-        if m1_run and cfg.model.kind == "m1m2":
-            m1, fields = m1_from_run(m1_run)
-            m1_state = m1.state_dict()
-            for k in ("m1_hidden", "m1_z_dim", "activation"):
-                setattr(cfg.model, k, fields[k])
-            extra["m1_run"] = fields["path"]
+        m1_state, extra = start_m1(cfg, m1_run)
         trainer = Trainer(cfg, data, m1_state=m1_state)
     extra["save_half"] = half
     bar = tqdm(total=0, unit="batch", leave=False, disable=True if quiet else None, dynamic_ncols=True)

@@ -39,6 +39,7 @@ class TrainConfig:
     m1_kl_warmup: float | None = None  # M1+M2: KL warm-up epochs of its M1 stage (None: kl_warmup)
     labelled_elbo: str = "dataset"  # "batch": mean L(x,y) weighs like mean U(x); "dataset": times N_l/N_u, as in J
     ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights, this decay per step
+    z1_sample: bool = True  # M1+M2: train M2 on z1 ~ q(z1|x) (the paper); False: on the means E[z1|x] (as at test)
     alpha: float = 0.1  # J^alpha with alpha = 0.1 * N: beta = alpha * N_total / N_labelled per labelled example
     binarize: bool = True  # dynamic binarisation for Bernoulli pixel models
     active_threshold: float = 0.01  # M1+M2: z1 units whose mean varies less than this are pruned
@@ -419,6 +420,9 @@ class Trainer:
         data = self.data
         y_l = data.y_train[li]
         if q_z1 is not None:
+            if not self.cfg.z1_sample:  # the z1 means, as at test time: no sampling noise
+                return model.m2.loss(q_z1[li].chunk(2, -1)[0], y_l, q_z1[u].chunk(2, -1)[0], beta, kl_weight,
+                                     lab_weight)
             return model.loss_z1(q_z1[li], y_l, q_z1[u], beta, kl_weight, lab_weight)
         x_u, x_l = data.x_train[u], data.x_train[li]
         if stage == "m1":

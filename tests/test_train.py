@@ -287,3 +287,23 @@ def test_m1m2_stage_encodes_validation_and_test_images_once_per_run(digits, monk
         assert res["test_error"] == pytest.approx(trainer.best["test_error"], abs=1e-4)
     assert counts[0] == counts[1]
     assert len(digits.x_val) in counts[0] and len(digits.x_test) in counts[0]
+
+
+def test_m1m2_stage_can_train_on_z1_means_instead_of_samples(digits, monkeypatch):
+    """--z1-mean: M2's loss sees E[z1|x] (the first half of the cached q(z1|x) rows); by default, samples of it."""
+    from ssvae_core.models import M2
+
+    m1_trainer = Trainer(small_cfg("m1", epochs=1), digits)
+    list(m1_trainer.epochs())
+    seen = []
+    real = M2.loss
+    monkeypatch.setattr(M2, "loss", lambda self, x_l, *a, **k: (seen.append(x_l), real(self, x_l, *a, **k))[1])
+    for z1_sample in (True, False):
+        seen.clear()
+        cfg = small_cfg("m1m2", epochs=1, z1_sample=z1_sample)
+        trainer = Trainer(cfg, digits, m1_state=m1_trainer.model.state_dict())
+        it = trainer.epochs()
+        next(it)
+        q = trainer.q_z1_train(trainer.model)
+        means = {tuple(r.tolist()) for r in q.chunk(2, -1)[0][trainer.lab_idx]}
+        assert all((tuple(r.tolist()) in means) != z1_sample for r in seen[0])
