@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from ssvae_core.errors import DataError
-from ssvae_core.formats import load_norb, load_svhn
 
 DATASETS = ("mnist", "digits", "svhn", "norb")
 MNIST_FILES = (
@@ -108,6 +107,8 @@ def load_digits() -> Dataset:
 
 def load_svhn_dataset(root: str | Path) -> Dataset:
     """SVHN (32×32 RGB): train minus its last 10,000 images, which validate; the test split."""
+    from ssvae_core.formats import load_svhn  # imports torchvision and scipy, slow to load: only SVHN needs them
+
     x, y = load_svhn(root, "train")
     x_test, y_test = load_svhn(root, "test")
     x_train, y_train, x_val, y_val = split_validation(x, y)
@@ -116,6 +117,8 @@ def load_svhn_dataset(root: str | Path) -> Dataset:
 
 def load_norb_dataset(root: str | Path) -> Dataset:
     """small NORB at 32×32 (first camera), 5 classes; the last sixth of train validates."""
+    from ssvae_core.formats import load_norb  # imports torchvision and scipy, slow to load: only NORB needs them
+
     x, y = load_norb(root, "train")
     x_test, y_test = load_norb(root, "test")
     # the training file is ordered by object instance; shuffle (fixed) before splitting off validation

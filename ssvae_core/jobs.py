@@ -36,7 +36,6 @@ from ssvae_core.checkpoints import (
 from ssvae_core.checkpoints import STOPPED as STOPPED_RUN
 from ssvae_core.data import MNIST_FILES, Dataset, load_dataset
 from ssvae_core.errors import CheckpointError, DataError, TrainingError
-from ssvae_core.formats import NORB_PREFIXES, _find_file
 from ssvae_core.train import TrainConfig, Trainer, flush_denormals
 
 RUNNING, STOPPING, STOPPED, DONE, FAILED = "running", "stopping", "stopped", "done", "failed"
@@ -349,6 +348,8 @@ def dataset_problem(name: str, root: str | Path) -> str | None:
                     f"http://ufldl.stanford.edu/housenumbers/ into {folder.resolve()}/.")
         return None
     if name == "norb":
+        from ssvae_core.formats import NORB_PREFIXES, _find_file  # torchvision, scipy: slow to load
+
         folder = root / "NORB"
         names = [f"{NORB_PREFIXES[s]}-{k}.mat" for s in ("train", "test") for k in ("dat", "cat")]
         missing = [n for n in names if _find_file(folder, n) is None]

@@ -113,3 +113,16 @@ def test_train_recipe_and_reproduce_give_the_same_settings(model, labels, monkey
         assert (cfg.epochs, cfg.lr, cfg.lr_final, cfg.kl_warmup, cfg.model.hidden) == (
             r["epochs"], r["lr"], r["lr_final"], r["kl_warmup"], r["hidden"])
     assert (seen["cfg"].epochs, seen["cfg"].lr) != (TrainConfig().epochs, TrainConfig().lr)  # not the defaults
+
+
+def test_the_app_s_core_imports_leave_torchvision_unloaded():
+    """torchvision (with torch._dynamo behind it) takes seconds to import; only MNIST, SVHN and NORB loading need
+    it, so the modules every page imports must not pull it in at import time."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ssvae_core.jobs, ssvae_core.checkpoints, ssvae_core.generate, ssvae_core.images; "
+            "print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
