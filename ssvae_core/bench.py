@@ -18,6 +18,7 @@ import platform
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from ssvae_core.checkpoints import start_m1
 from ssvae_core.data import load_dataset
@@ -44,8 +45,6 @@ def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> flo
 
 def step_flops(trainer: Trainer, li: torch.Tensor, u: torch.Tensor) -> float:
     """Matmul FLOPs of one training step (the trainer's own batch_terms), forward and backward, by FlopCounterMode."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     model, kind = trainer.model, trainer.cfg.model.kind
     q_z1 = trainer.q_z1_train(model) if kind == "m1m2" else None  # outside the count: once per run, as in training
     counter = FlopCounterMode(display=False)

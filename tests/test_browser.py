@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -72,13 +73,16 @@ def checkpoint_dir(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def server(checkpoint_dir) -> Iterator[str]:
-    """A Streamlit server on a free port whose checkpoint root is `checkpoint_dir`; yields its URL."""
-    root = checkpoint_dir
+PAGE_TIMEOUT = 120_000  # ms: an upper bound for a first page load (imports torch) on a busy 2-core machine
+
+
+@contextmanager
+def streamlit_server(root: Path, crash: bool = False) -> Iterator[str]:
+    """`streamlit run app.py` on a free port with its checkpoint root at `root`; yields its URL. crash=True ends it
+    with SIGKILL, as a power cut would, instead of asking it to stop."""
     port = free_port()
-    env = {**os.environ, "SSVAE_CHECKPOINTS": str(root)}
-    log = open(root / "streamlit.log", "w")  # noqa: SIM115 - closed below
+    env = {**os.environ, "SSVAE_CHECKPOINTS": str(root), "OMP_NUM_THREADS": "1"}
+    log = open(root / f"streamlit-{port}.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                              "--server.port", str(port), "--browser.gatherUsageStats", "false"],
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -92,16 +96,26 @@ def server(checkpoint_dir) -> Iterator[str]:
             except OSError:
                 pass
             if proc.poll() is not None or time.time() > end:
-                raise RuntimeError("streamlit did not start:\n" + (root / "streamlit.log").read_text()[-2000:])
+                raise RuntimeError("streamlit did not start:\n" + Path(log.name).read_text()[-2000:])
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
+        if crash:
+            proc.kill()
+        else:
+            proc.terminate()
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint_dir) -> Iterator[str]:
+    """A Streamlit server whose checkpoint root is `checkpoint_dir`; yields its URL."""
+    with streamlit_server(checkpoint_dir) as url:
+        yield url
 
 
 def settle(page, timeout: float = 30.0) -> None:
@@ -148,7 +162,7 @@ def test_every_page_and_slider(server, tmp_path):
             page = browser.new_page(viewport={"width": 1440, "height": 900})
             # a deep link on the fresh server must still go through app.py's st.navigation (not pages/ mode)
             page.goto(f"{server}/analogies")
-            page.wait_for_selector('[data-testid="stMain"] h1', timeout=30_000)
+            page.wait_for_selector('[data-testid="stMain"] h1', timeout=PAGE_TIMEOUT)
             settle(page)
             nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
             assert "Style explorer" in nav and "charts" not in nav, nav
@@ -157,7 +171,7 @@ def test_every_page_and_slider(server, tmp_path):
             assert "Analogies" in page.locator('[data-testid="stMain"] h1').first.inner_text()
             for name in PAGES:
                 page.goto(f"{server}/{name}")
-                page.wait_for_selector('[data-testid="stMain"] h1', timeout=30_000)  # the page title
+                page.wait_for_selector('[data-testid="stMain"] h1', timeout=PAGE_TIMEOUT)  # the page title
                 settle(page)
                 assert page.locator('[data-testid="stException"]').count() == 0, f"exception on /{name}"
                 shoot(page, shots / f"{name or 'home'}.png")
@@ -201,7 +215,7 @@ def page(server) -> Iterator:
 def open_page(page, url: str) -> None:
     """Go to `url` and wait until the page title is drawn and the script has finished."""
     page.goto(url)
-    page.wait_for_selector('[data-testid="stMain"] h1', timeout=30_000)
+    page.wait_for_selector('[data-testid="stMain"] h1', timeout=PAGE_TIMEOUT)
     settle(page)
 
 

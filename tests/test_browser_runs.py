@@ -3,63 +3,34 @@ open the model just trained; and a run interrupted by a server restart is offere
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
-from tests.test_browser import ARGS, CHROMIUM, REPO, free_port, settle, sync_api
+from tests.test_browser import ARGS, CHROMIUM, PAGE_TIMEOUT, settle, shots_dir, streamlit_server, sync_api
 
 pytestmark = pytest.mark.browser
 
 
 @contextmanager
-def streamlit_server(root: Path) -> Iterator[str]:
-    """`streamlit run app.py` with its checkpoint root at `root`, on a free port; yields its URL."""
-    port = free_port()
-    env = {**os.environ, "SSVAE_CHECKPOINTS": str(root), "OMP_NUM_THREADS": "1"}
-    log = open(root / f"streamlit-{port}.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        end = time.time() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > end:
-                raise RuntimeError("streamlit did not start:\n" + Path(log.name).read_text()[-2000:])
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.kill()  # as a crash or a power cut would: no chance to save anything more
-        proc.wait(15)
-        log.close()
-
-
-def shots(tmp_path: Path) -> Path:
-    """Where screenshots go: $SSVAE_SHOTS, else the test's tmp folder."""
-    folder = Path(os.environ.get("SSVAE_SHOTS") or tmp_path / "shots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+def chromium() -> Iterator:
+    """Headless Chromium, closed at the end."""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def open_train(browser, url: str):
     """A fresh browser context on the Train page, settled."""
     page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
     page.goto(f"{url}/train")
-    page.wait_for_selector('[data-testid="stMain"] h1', timeout=30_000)
+    page.wait_for_selector('[data-testid="stMain"] h1', timeout=PAGE_TIMEOUT)
     settle(page)
     return page
 
@@ -94,63 +65,51 @@ def start_digits_run(page, epochs: int) -> None:
 
 
 def test_a_run_survives_reloads_is_seen_from_every_browser_and_opens_when_done(tmp_path):
-    with streamlit_server(tmp_path) as url, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = open_train(browser, url)
-            start_digits_run(page, 3000)
-            wait_for_text(page, LIVE)  # the live status line
-            page.reload()
-            page.wait_for_selector('[data-testid="stMain"] h1', timeout=30_000)
-            wait_for_text(page, LIVE)  # still visible after a reload...
-            other = open_train(browser, url)
-            wait_for_text(other, LIVE)  # ...and from another browser
-            wait_for_text(other, "Epochs done")
-            settle(other)
-            other.screenshot(path=str(shots(tmp_path) / "train-live-second-browser.png"), full_page=True)
-            assert other.get_by_role("button", name="Stop").count() == 1
-            assert page.get_by_role("button", name="Start training").is_disabled()  # the machine's one run
-            page.get_by_role("button", name="Stop").click()
-            wait_for_text(page, "Saved the best epoch")
-            wait_for_text(other, "Saved the best epoch")
-            page.get_by_role("button", name="Explore its styles").click()
-            page.wait_for_url("**/style", timeout=30_000)
-            settle(page)
-            box = page.locator('[data-testid="stMain"] [data-testid="stSelectbox"]').first
-            picked = box.inner_text() + " ".join(i.input_value() for i in box.locator("input").all()) \
-                + (box.locator("[title]").first.get_attribute("title") if box.locator("[title]").count() else "")
-            page.screenshot(path=str(shots(tmp_path) / "style-after-explore.png"))
-            saved = [d.name for d in tmp_path.iterdir() if (d / "model.pt").is_file()]
-            assert len(saved) == 1 and saved[0] in picked, (saved, picked)
-        finally:
-            browser.close()
+    with streamlit_server(tmp_path) as url, chromium() as browser:
+        page = open_train(browser, url)
+        start_digits_run(page, 3000)
+        wait_for_text(page, LIVE)  # the live status line
+        page.reload()
+        page.wait_for_selector('[data-testid="stMain"] h1', timeout=PAGE_TIMEOUT)
+        wait_for_text(page, LIVE)  # still visible after a reload...
+        other = open_train(browser, url)
+        wait_for_text(other, LIVE)  # ...and from another browser
+        wait_for_text(other, "Epochs done")
+        settle(other)
+        other.screenshot(path=str(shots_dir(tmp_path) / "train-live-second-browser.png"), full_page=True)
+        assert other.get_by_role("button", name="Stop").count() == 1
+        assert page.get_by_role("button", name="Start training").is_disabled()  # the machine's one run
+        page.get_by_role("button", name="Stop").click()
+        wait_for_text(page, "Saved the best epoch")
+        wait_for_text(other, "Saved the best epoch")
+        page.get_by_role("button", name="Explore its styles").click()
+        page.wait_for_url("**/style", timeout=PAGE_TIMEOUT)
+        settle(page)
+        box = page.locator('[data-testid="stMain"] [data-testid="stSelectbox"]').first
+        picked = box.inner_text() + " ".join(i.input_value() for i in box.locator("input").all()) \
+            + (box.locator("[title]").first.get_attribute("title") if box.locator("[title]").count() else "")
+        page.screenshot(path=str(shots_dir(tmp_path) / "style-after-explore.png"))
+        saved = [d.name for d in tmp_path.iterdir() if (d / "model.pt").is_file()]
+        assert len(saved) == 1 and saved[0] in picked, (saved, picked)
 
 
 def test_a_run_interrupted_by_a_server_restart_resumes_with_a_click(tmp_path):
-    with streamlit_server(tmp_path) as url, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = open_train(browser, url)
-            start_digits_run(page, 3000)
-            wait_for_text(page, "Epochs done")
-            end = time.time() + 120
-            while not any((d / "resume.pt").is_file() for d in tmp_path.iterdir()) and time.time() < end:
-                time.sleep(0.2)  # an epoch is on disk
-        finally:
-            browser.close()
+    with streamlit_server(tmp_path, crash=True) as url, chromium() as browser:
+        page = open_train(browser, url)
+        start_digits_run(page, 3000)
+        wait_for_text(page, "Epochs done")
+        end = time.time() + 120
+        while not any((d / "resume.pt").is_file() for d in tmp_path.iterdir()) and time.time() < end:
+            time.sleep(0.2)  # an epoch is on disk
     # the server was killed mid-run (the context manager's exit); a new one offers the run again
     run = next(d for d in tmp_path.iterdir() if (d / "resume.pt").is_file())
-    with streamlit_server(tmp_path) as url, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = open_train(browser, url)
-            wait_for_text(page, "Runs that can go on")
-            assert page.get_by_text(run.name).count() >= 1
-            settle(page)
-            page.screenshot(path=str(shots(tmp_path) / "train-resume-after-restart.png"), full_page=True)
-            page.get_by_role("button", name="Resume").click()
-            wait_for_text(page, "(resumed)")
-            page.get_by_role("button", name="Stop").click()
-            wait_for_text(page, "Saved the best epoch")
-        finally:
-            browser.close()
+    with streamlit_server(tmp_path, crash=True) as url, chromium() as browser:
+        page = open_train(browser, url)
+        wait_for_text(page, "Runs that can go on")
+        assert page.get_by_text(run.name).count() >= 1
+        settle(page)
+        page.screenshot(path=str(shots_dir(tmp_path) / "train-resume-after-restart.png"), full_page=True)
+        page.get_by_role("button", name="Resume").click()
+        wait_for_text(page, "(resumed)")
+        page.get_by_role("button", name="Stop").click()
+        wait_for_text(page, "Saved the best epoch")

@@ -114,6 +114,40 @@ def test_a_stopped_run_ends_the_whole_grid(tmp_path):
     assert {p.name for p in (tmp_path / "runs").iterdir()} == {"m2-n50-s0"}  # saved, marked stopped
 
 
+def test_reproduce_goes_on_with_a_stopped_run_from_its_last_finished_epoch(tmp_path, monkeypatch, capsys):
+    """Run again, reproduce resumes the stopped run instead of training it from scratch."""
+    import json
+
+    from ssvae_core import runner
+    from ssvae_core.cli import main
+
+    args = ["reproduce", "--dataset", "digits", "--models", "m2", "--labels", "50", "--seeds", "0", "--epochs", "4",
+            "--hidden", "32", "--z-dim", "4", "--device", "cpu", "--out", str(tmp_path)]
+    real = runner.Trainer.epochs
+
+    def stop_after_two(self, on_batch=None):  # as a Ctrl-C or `kill` after epoch 2 would
+        for rec in real(self, on_batch):
+            yield rec
+            if len(self.history) == 2:
+                self.stop()
+
+    monkeypatch.setattr(runner.Trainer, "epochs", stop_after_two)
+    assert main(args) == 1 and "Stopped." in capsys.readouterr().out
+    monkeypatch.setattr(runner.Trainer, "epochs", real)
+    trained, real_run_epoch = [], runner.Trainer.run_epoch
+
+    def counted(self, st, *a, **k):
+        trained.append(st.epoch + 1)
+        return real_run_epoch(self, st, *a, **k)
+
+    monkeypatch.setattr(runner.Trainer, "run_epoch", counted)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "resuming" in out and trained == [3, 4]  # epochs 1 and 2 were not trained again
+    meta = json.loads((tmp_path / "m2-n50-s0" / "run.json").read_text())
+    assert meta["state"] == "done" and [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4]
+
+
 def _reproduce_args(*flags: str):
     import argparse
 
