@@ -185,7 +185,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
                         print(f"== {what}: finished earlier, reusing {run_dir}")
                     dirs.append(run_dir)
                 draws.append((model, n, seed, dirs))
-    if a.ray is None:
+    if a.ray is None or not (jobs or m1_job):  # nothing to train: no Ray to start
         metas = train_here(data, m1_job, jobs, a.half)
     else:
         metas = train_on_ray(a.ray or None, a.ray_workers, data, m1_job, jobs, a.half)

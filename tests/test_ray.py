@@ -141,3 +141,31 @@ def test_ray_flags_without_ray_say_how_to_install_it(monkeypatch, capsys):
         assert main(args) == 2
         err = capsys.readouterr().err
         assert "Ray is not installed" in err and "pip install -r requirements-ray.txt" in err
+
+
+def test_a_retry_on_another_node_goes_on_from_the_last_epoch(tmp_path, digits, monkeypatch):
+    """A run.json written since the task was submitted is an earlier attempt's: resumed even when it names a live
+    process on another host (Ray retries a task only after its worker died)."""
+    from ssvae_core import cluster, runner
+    from tests.test_resume import small_cfg
+
+    real = runner.save_progress
+
+    def save_then_crash(trainer, out, extra=None):
+        real(trainer, out, extra)
+        if len(trainer.history) == 2:
+            raise SystemExit("worker lost")  # run.json stays 'training', as when a worker is killed
+
+    monkeypatch.setattr(runner, "save_progress", save_then_crash)
+    cfg = small_cfg("m2", 4)
+    with pytest.raises(SystemExit):
+        cluster.train_task(cfg, digits, tmp_path, None, False, owner_at_submit=None)
+    meta = json.loads((tmp_path / "run.json").read_text())
+    meta.update(host="another-node", pid=1)
+    (tmp_path / "run.json").write_text(json.dumps(meta))
+    monkeypatch.setattr(runner, "save_progress", real)
+    epochs = []
+    monkeypatch.setattr(runner, "save_progress", lambda t, o, e=None: (epochs.append(t.history[-1]["epoch"]),
+                                                                       real(t, o, e)))
+    done = cluster.train_task(cfg, digits, tmp_path, None, False, owner_at_submit=None)
+    assert epochs == [3, 4] and done["state"] == "done" and len(done["history"]) == 4
