@@ -96,7 +96,10 @@ def train_on_ray(address: str | None, workers: int | None, data: Dataset, m1_job
             pending[ref] = job
         metas, failed = {}, False
         while pending:
-            [ref], _ = ray.wait(list(pending), num_returns=1)
+            try:
+                [ref], _ = ray.wait(list(pending), num_returns=1)
+            except KeyboardInterrupt:  # Ctrl-C: the workers end with Ray; each run goes on from its last epoch
+                return None
             job = pending.pop(ref)
             try:
                 meta = ray.get(ref)

@@ -217,7 +217,8 @@ def add_parser(sub) -> None:
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run each run as a Ray task (one CPU core, or one GPU with --device cuda) on a local Ray, or "
                         "on the cluster at ADDRESS (e.g. auto or ray://HOST:10001); a cluster needs --out and the "
-                        "data on a filesystem every node sees. Needs pip install -r requirements-ray.txt")
+                        "data on a filesystem every node sees, and ssvae installed on every node. Needs pip install "
+                        "-r requirements-ray.txt")
     p.add_argument("--ray-workers", type=at_least(1), default=None,
                    help="--ray without ADDRESS: CPU cores of the local Ray (default: all of this machine's)")
     add_train_args(p)

@@ -171,7 +171,8 @@ def add_parser(sub) -> None:
     p.add_argument("--space", action="append", default=[], metavar="NAME=V1,V2",
                    help="replace one line of the space: " + "; ".join(f"{k}={','.join(f'{v:g}' for v in vs)}"
                                                                       for k, vs in SPACE.items()))
-    p.add_argument("--out", default="runs/sweep", help="--ray: folder for Ray Tune's trial logs")
+    p.add_argument("--out", default="runs/sweep",
+                   help="--ray: folder for Ray Tune's trial logs (on a cluster, one every node sees)")
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="trials on a local Ray, or on the cluster at ADDRESS, with ASHA early stopping (needs pip "
                         "install -r requirements-ray.txt); without: every trial runs to its end, one by one")
