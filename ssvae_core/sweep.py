@@ -18,7 +18,7 @@ from ssvae_core.checkpoints import m1_from_run
 from ssvae_core.cluster import import_ray
 from ssvae_core.data import DATASETS, Dataset, load_dataset
 from ssvae_core.flags import RECIPE_FLAGS, add_train_args, at_least, config_from_args, fill
-from ssvae_core.recipes import recipe_settings
+from ssvae_core.recipes import SHIPPED_M1, recipe_settings
 from ssvae_core.train import TrainConfig, Trainer, flush_denormals
 
 SPACE = {  # the declared search space: the values tried for each setting (--space NAME=V1,V2 replaces a line)
@@ -142,8 +142,10 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     base = config_from_args(a, a.model, a.labels, a.seed, a.dataset)
     data = load_dataset(a.dataset, a.data_dir, download=not a.no_download)
     m1_state = None
-    if a.model == "m1m2" and a.m1_run:  # else each trial trains its own M1 first
-        m1, fields = m1_from_run(a.m1_run)
+    shipped = a.dataset == "mnist" and (Path(SHIPPED_M1) / "run.json").is_file()
+    m1_run = a.m1_run or (SHIPPED_M1 if shipped else None)
+    if a.model == "m1m2" and m1_run:  # else each trial trains its own M1 first
+        m1, fields = m1_from_run(m1_run)
         m1_state = m1.state_dict()
         base.model = replace(base.model, **{k: fields[k] for k in ("m1_hidden", "m1_z_dim", "activation")})
     trials = draw(space, a.trials, a.seed)
