@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from ssvae_core.checkpoints import read_meta
+from ssvae_core.checkpoints import DONE, read_meta, run_state
 from ssvae_core.data import Dataset
 from ssvae_core.errors import CheckpointError
 from ssvae_core.runner import train_or_resume
@@ -44,13 +44,18 @@ def import_ray():
     return ray
 
 
-def owner(run_dir: Path) -> tuple | None:
-    """(host, pid) of the process that last wrote `run_dir`'s run.json while training, or None."""
+def _meta(run_dir: Path) -> dict | None:
+    """run.json of `run_dir`, or None when there is none (or it is unreadable)."""
     try:
-        meta = read_meta(run_dir)
+        return read_meta(run_dir)
     except CheckpointError:
         return None
-    return (meta.get("host"), meta.get("pid")) if "pid" in meta else None
+
+
+def owner(run_dir: Path) -> tuple | None:
+    """(host, pid) of the process that last wrote `run_dir`'s run.json while training, or None."""
+    meta = _meta(run_dir)
+    return (meta.get("host"), meta.get("pid")) if meta is not None and "pid" in meta else None
 
 
 def train_task(cfg: TrainConfig, data: Dataset, run_dir: Path, m1_run: str | None, half: bool,
@@ -59,6 +64,9 @@ def train_task(cfg: TrainConfig, data: Dataset, run_dir: Path, m1_run: str | Non
     A run.json written by another process since the task was submitted was written by an earlier attempt of this
     task, whose worker died (Ray retries only then): the run goes on from there, on whichever node."""
     flush_denormals()  # per thread, as the command line does, so the numbers match a run on one machine
+    meta = _meta(run_dir)
+    if meta is not None and run_state(meta) == DONE:  # Ray reran a finished task (its result was lost): keep it
+        return meta
     retried = owner(run_dir) not in (None, owner_at_submit)
     return train_or_resume(cfg, data, run_dir, m1_run=m1_run, half=half, quiet=True, owner_gone=retried)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ssvae_core.checkpoints import DONE, read_meta, run_state, wall
 from ssvae_core.cluster import Job, import_ray, train_on_ray
-from ssvae_core.data import load_dataset
+from ssvae_core.data import Dataset, load_dataset
 from ssvae_core.errors import CheckpointError
 from ssvae_core.flags import add_train_args, at_least, config_from_args
 from ssvae_core.recipes import M1_EPOCHS, MODEL_NAMES, PAPER, SHIPPED_M1, recipe
@@ -107,7 +107,7 @@ def _stopped() -> int:
     return 1
 
 
-def train_here(data, m1_job: Job | None, jobs: list[Job], half: bool) -> dict[Path, dict] | None:
+def train_here(data: Dataset, m1_job: Job | None, jobs: list[Job], half: bool) -> dict[Path, dict] | None:
     """Train the shared M1 (if any), then every job, one after another; their run.json by folder (None: stopped)."""
     if m1_job is not None:
         print(f"== M1 (shared by every M1+M2 run) -> {m1_job.run_dir}")

@@ -169,3 +169,5 @@ def test_a_retry_on_another_node_goes_on_from_the_last_epoch(tmp_path, digits, m
                                                                        real(t, o, e)))
     done = cluster.train_task(cfg, digits, tmp_path, None, False, owner_at_submit=None)
     assert epochs == [3, 4] and done["state"] == "done" and len(done["history"]) == 4
+    again = cluster.train_task(cfg, digits, tmp_path, None, False, owner_at_submit=None)  # Ray reran a finished task
+    assert epochs == [3, 4] and again == done  # kept, not trained again
