@@ -1,4 +1,4 @@
-"""Command line: python -m ssvae_core {train,eval,export,list,bench,probe,reproduce} ..."""
+"""Command line: python -m ssvae_core {train,eval,export,list,bench,probe,reproduce,sweep} ..."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ssvae_core import bench, probe, reproduce
+from ssvae_core import bench, probe, reproduce, sweep
 from ssvae_core.checkpoints import DONE, export_m1, export_run, list_runs, load_run, read_meta, run_state, wall
 from ssvae_core.data import DATASETS, default_data_root, load_dataset
 from ssvae_core.errors import CheckpointError, DataError, TrainingError
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_parser(sub)
     probe.add_parser(sub)
     reproduce.add_parser(sub)
+    sweep.add_parser(sub)
 
     a = parser.parse_args(argv)
     if getattr(a, "data_dir", None) is None and hasattr(a, "data_dir"):

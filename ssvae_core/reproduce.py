@@ -14,12 +14,13 @@ import statistics
 import time
 from pathlib import Path
 
-from ssvae_core.checkpoints import DONE, INTERRUPTED, RESUME, STOPPED, read_meta, run_state, wall
-from ssvae_core.data import load_dataset
+from ssvae_core.checkpoints import DONE, read_meta, run_state, wall
+from ssvae_core.cluster import Job, import_ray, train_on_ray
+from ssvae_core.data import Dataset, load_dataset
 from ssvae_core.errors import CheckpointError
 from ssvae_core.flags import add_train_args, at_least, config_from_args
 from ssvae_core.recipes import M1_EPOCHS, MODEL_NAMES, PAPER, SHIPPED_M1, recipe
-from ssvae_core.runner import run_training
+from ssvae_core.runner import train_or_resume
 
 LABEL = MODEL_NAMES
 
@@ -31,15 +32,6 @@ def _done(run_dir: Path) -> dict | None:
     except CheckpointError:
         return None
     return meta if run_state(meta) == DONE else None
-
-
-def _resumable(run_dir: Path) -> bool:
-    """Whether `run_dir` holds a run that stopped or was interrupted after a finished epoch (it goes on from there)."""
-    try:
-        meta = read_meta(run_dir)
-    except CheckpointError:
-        return False
-    return run_state(meta) in (STOPPED, INTERRUPTED) and (run_dir / RESUME).is_file()
 
 
 IGNORED = {"device", "m1_epochs", "model.z1_active"}  # settings that do not change what a finished run is
@@ -115,15 +107,48 @@ def _stopped() -> int:
     return 1
 
 
-def _train(cfg, data, run_dir: Path, **kw) -> dict:
-    """Train a run into `run_dir`, or go on with it from its last finished epoch if it was interrupted."""
-    if _resumable(run_dir):
-        print(f"   resuming {run_dir} from its last finished epoch")
-        return run_training(cfg, data, run_dir, resume=True, **{k: v for k, v in kw.items() if k == "half"})
-    return run_training(cfg, data, run_dir, **kw)
+def train_here(data: Dataset, m1_job: Job | None, jobs: list[Job], half: bool) -> dict[Path, dict] | None:
+    """Train the shared M1 (if any), then every job, one after another; their run.json by folder (None: stopped)."""
+    if m1_job is not None:
+        print(f"== M1 (shared by every M1+M2 run) -> {m1_job.run_dir}")
+        if train_or_resume(m1_job.cfg, data, m1_job.run_dir).get("stopped"):
+            return None
+    metas = {}
+    for job in jobs:
+        print(f"== {job.what} -> {job.run_dir}")
+        t0 = time.time()
+        meta = train_or_resume(job.cfg, data, job.run_dir, m1_run=job.m1_run, half=half)
+        if meta.get("stopped"):
+            return None
+        print(f"   done in {time.time() - t0:.0f}s: test error {meta['best']['test_error']:.2f}%")
+        metas[job.run_dir] = meta
+    return metas
+
+
+def _row(model: str, n: int, seed: int, runs: list[tuple[Path, dict]], m1: Path | None) -> dict:
+    """The table's row of one label draw: its initialisation with the lowest validation error, every init's time."""
+    run_dir, meta = min(runs, key=lambda r: r[1]["best"]["val_error"])  # chosen on validation
+    if len(runs) > 1:
+        print(f"   seed={seed}: validation error of each init "
+              + ", ".join(f"{m['best']['val_error']:.2f}" for _, m in runs) + f"; keeping {run_dir}")
+    seconds, measured = 0.0, True  # every init's time counts: that is what the row cost
+    for _, m in runs:
+        s, ok = wall(m)
+        seconds, measured = seconds + s, measured and ok
+    if m1 is not None:
+        m1_meta = _done(Path(meta.get("m1_run", m1)))
+        m1_seconds, m1_measured = wall(m1_meta) if m1_meta else (0.0, True)
+        m1_seconds = m1_seconds or 0.0  # the shipped M1 records no training time
+        seconds, measured = seconds + m1_seconds, measured and m1_measured
+    return {"model": model, "labels": n, "seed": seed, "test_error": meta["best"]["test_error"],
+            "best_epoch": meta["best"]["epoch"], "epochs": meta["epochs"],
+            "to_paper": epochs_to(meta["history"], model, PAPER.get(model, {}).get(n)),
+            "seconds": seconds, "wall": measured, "device": meta["device"], "inits": len(runs)}
 
 
 def cmd_reproduce(a: argparse.Namespace) -> int:
+    if a.ray is not None and import_ray() is None:
+        return 2
     out = Path(a.out)
     models = a.models.split(",")
     labels = [int(n) for n in a.labels.split(",")]
@@ -131,22 +156,22 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     data = load_dataset(a.dataset, a.data_dir, download=not a.no_download)
     shipped = a.dataset == "mnist" and not a.fresh_m1 and (Path(SHIPPED_M1) / "run.json").is_file()
     m1_dir = Path(a.m1_run) if a.m1_run else Path(SHIPPED_M1) if shipped else out / "m1"
+    m1_job = None
     if "m1m2" in models and not a.m1_run and not shipped:
         m1_cfg = config_from_args(_with_recipe(a, "m1"), "m1", labels[0], 0, a.dataset)
         m1_cfg.epochs = a.m1_epochs
         m1_meta = _done(m1_dir)
         if m1_meta is None:
-            print(f"== M1 (shared by every M1+M2 run) -> {m1_dir}")
-            if _train(m1_cfg, data, m1_dir).get("stopped"):
-                return _stopped()
+            m1_job = Job(m1_dir, m1_cfg, "M1 (shared by every M1+M2 run)")
         elif diffs := differences(m1_meta, m1_cfg, ignore={"labels"}):  # M1 is label-free
             return _refuse(m1_dir, diffs)
-    rows = []
+    draws = []  # (model, N, seed, run folders of its initialisations)
+    jobs = []  # the runs to train
     for model in models:
         m1 = m1_dir if model == "m1m2" else None
         for n in labels:
             for seed in seeds:
-                runs = []  # (run folder, run.json) of each initialisation of this label draw
+                dirs = []
                 for init in range(a.restarts):
                     run_dir = out / (f"{model}-n{n}-s{seed}" + (f"-i{init}" if init else ""))
                     meta = _done(run_dir)
@@ -155,32 +180,19 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
                         return _refuse(run_dir, diffs)
                     what = f"{LABEL[model]} N={n} seed={seed}" + (f" init={init}" if init else "")
                     if meta is None:
-                        print(f"== {what} -> {run_dir}")
-                        t0 = time.time()
-                        meta = _train(cfg, data, run_dir, m1_run=str(m1) if m1 else None, half=a.half)
-                        if meta.get("stopped"):
-                            return _stopped()
-                        print(f"   done in {time.time() - t0:.0f}s: test error {meta['best']['test_error']:.2f}%")
+                        jobs.append(Job(run_dir, cfg, what, str(m1) if m1 else None))
                     else:
                         print(f"== {what}: finished earlier, reusing {run_dir}")
-                    runs.append((run_dir, meta))
-                run_dir, meta = min(runs, key=lambda r: r[1]["best"]["val_error"])  # chosen on validation
-                if len(runs) > 1:
-                    print(f"   seed={seed}: validation error of each init "
-                          + ", ".join(f"{m['best']['val_error']:.2f}" for _, m in runs) + f"; keeping {run_dir}")
-                seconds, measured = 0.0, True  # every init's time counts: that is what the row cost
-                for _, m in runs:
-                    s, ok = wall(m)
-                    seconds, measured = seconds + s, measured and ok
-                if m1 is not None:
-                    m1_meta = _done(Path(meta.get("m1_run", m1)))
-                    m1_seconds, m1_measured = wall(m1_meta) if m1_meta else (0.0, True)
-                    m1_seconds = m1_seconds or 0.0  # the shipped M1 records no training time
-                    seconds, measured = seconds + m1_seconds, measured and m1_measured
-                rows.append({"model": model, "labels": n, "seed": seed, "test_error": meta["best"]["test_error"],
-                             "best_epoch": meta["best"]["epoch"], "epochs": meta["epochs"],
-                             "to_paper": epochs_to(meta["history"], model, PAPER.get(model, {}).get(n)),
-                             "seconds": seconds, "wall": measured, "device": meta["device"], "inits": len(runs)})
+                    dirs.append(run_dir)
+                draws.append((model, n, seed, dirs))
+    if a.ray is None or not (jobs or m1_job):  # nothing to train: no Ray to start
+        metas = train_here(data, m1_job, jobs, a.half)
+    else:
+        metas = train_on_ray(a.ray or None, a.ray_workers, data, m1_job, jobs, a.half)
+    if metas is None:
+        return _stopped()
+    rows = [_row(model, n, seed, [(d, metas.get(d) or _done(d)) for d in dirs], m1_dir if model == "m1m2" else None)
+            for model, n, seed, dirs in draws]
     print()
     print(f"{a.dataset} test error (%), model chosen on validation; ep→paper: first epoch at or below the paper's "
           "test error; wall s: training and per-epoch evaluation, including the shared M1 for M1+M2 "
@@ -202,6 +214,13 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="runs/table1", help="folder for the runs (finished runs are reused)")
     p.add_argument("--fresh-m1", action="store_true",
                    help=f"M1+M2 on MNIST: train a shared M1 into OUT/m1 instead of using the shipped {SHIPPED_M1}")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run each run as a Ray task (one CPU core, or one GPU with --device cuda) on a local Ray, or "
+                        "on the cluster at ADDRESS (e.g. auto or ray://HOST:10001); a cluster needs --out and the "
+                        "data on a filesystem every node sees, and ssvae installed on every node. Needs pip install "
+                        "-r requirements-ray.txt")
+    p.add_argument("--ray-workers", type=at_least(1), default=None,
+                   help="--ray without ADDRESS: CPU cores of the local Ray (default: all of this machine's)")
     add_train_args(p)
     # None: the model's RECIPE fills it
     p.set_defaults(func=cmd_reproduce, epochs=None, lr=None, lr_final=None, hidden=None, kl_warmup=None,

@@ -13,6 +13,9 @@ from tqdm import tqdm
 from ssvae_core.checkpoints import (
     DONE,
     FAILED,
+    INTERRUPTED,
+    RESUME,
+    STOPPED,
     TRAINING,
     kept_on_resume,
     load_resume,
@@ -27,13 +30,14 @@ from ssvae_core.errors import CheckpointError, TrainingError
 from ssvae_core.train import TrainConfig, Trainer
 
 
-def resumable_config(run_dir: str | Path) -> tuple[TrainConfig, dict]:
-    """The config and run.json of a run that can go on (interrupted or stopped); CheckpointError says why not."""
+def resumable_config(run_dir: str | Path, owner_gone: bool = False) -> tuple[TrainConfig, dict]:
+    """The config and run.json of a run that can go on (interrupted or stopped; with `owner_gone`, also one still
+    marked training by a process known to be dead, e.g. on another machine); CheckpointError says why not."""
     meta = read_meta(run_dir)
     state = run_state(meta)
     if state == DONE:
         raise CheckpointError(f"{run_dir}: this run finished; there is nothing to resume.")
-    if state == TRAINING:
+    if state == TRAINING and not owner_gone:
         raise CheckpointError(f"{run_dir}: process {meta.get('pid')} on {meta.get('host')} is still training it.")
     load_resume(run_dir)  # says so if there is no state to go on from
     return TrainConfig.from_dict(meta["config"]), meta
@@ -47,12 +51,13 @@ def progress_line(rec: dict) -> str:
 
 
 def run_training(cfg: TrainConfig, data: Dataset, out: str | Path, m1_run: str | None = None, half: bool = False,
-                 quiet: bool = False, resume: bool = False) -> dict:
+                 quiet: bool = False, resume: bool = False, owner_gone: bool = False) -> dict:
     """Train one run into `out`, saving it after every epoch (best weights, run.json, resume.pt) and at the end;
-    `resume=True` goes on from the last finished epoch saved in `out`. Returns the final run.json."""
+    `resume=True` goes on from the last finished epoch saved in `out` (`owner_gone`: see resumable_config). Returns
+    the final run.json."""
     out = Path(out)
     if resume:
-        cfg, meta = resumable_config(out)
+        cfg, meta = resumable_config(out, owner_gone)
         extra, half = kept_on_resume(meta), bool(meta.get("save_half", half))
         trainer = Trainer(cfg, data, resume=load_resume(out))
     else:
@@ -95,3 +100,23 @@ def run_training(cfg: TrainConfig, data: Dataset, out: str | Path, m1_run: str |
               file=sys.stderr)
     save_trainer(trainer, out, half=half, extra=extra)
     return read_meta(out)
+
+
+def resumable(run_dir: str | Path, owner_gone: bool = False) -> bool:
+    """Whether `run_dir` holds a run that stopped or was interrupted after a finished epoch (it goes on from there);
+    `owner_gone`: also one still marked training by a process known to be dead."""
+    try:
+        meta = read_meta(run_dir)
+    except CheckpointError:
+        return False
+    states = (STOPPED, INTERRUPTED, TRAINING) if owner_gone else (STOPPED, INTERRUPTED)
+    return run_state(meta) in states and (Path(run_dir) / RESUME).is_file()
+
+
+def train_or_resume(cfg: TrainConfig, data: Dataset, run_dir: str | Path, m1_run: str | None = None,
+                    half: bool = False, quiet: bool = False, owner_gone: bool = False) -> dict:
+    """Train a run into `run_dir`, or go on with it from its last finished epoch if it was interrupted."""
+    if resumable(run_dir, owner_gone):
+        print(f"   resuming {run_dir} from its last finished epoch", flush=True)
+        return run_training(cfg, data, run_dir, half=half, quiet=quiet, resume=True, owner_gone=owner_gone)
+    return run_training(cfg, data, run_dir, m1_run=m1_run, half=half, quiet=quiet)
