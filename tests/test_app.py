@@ -98,9 +98,10 @@ def test_style_slider_changes_image(monkeypatch, ckpt_root):
     at.switch_page("pages/style.py").run()
     at.selectbox(key="sx_run").set_value(str(ckpt_root / "m2-digits-z12")).run()
     assert_clean(at, "style")
-    assert len(at.slider) == 10  # first 10 of 12 dimensions
+    assert len(at.slider) == 10  # the 10 most active of 12 dimensions
+    assert at.slider[0].label.startswith("z") and " · KL " in at.slider[0].label
     before = at.image[0].value[0]
-    at.slider(key="sx_z0").set_value(2.5).run()
+    at.slider[0].set_value(2.5).run()  # the most active unit
     after = at.image[0].value[0]
     assert before != after
     at.toggle(key="sx_all").set_value(True).run()
@@ -115,7 +116,7 @@ def test_latent_map_for_2d_z(monkeypatch, ckpt_root):
     at.selectbox(key="sx_run").set_value(str(ckpt_root / "m2-digits-z2")).run()
     assert_clean(at, "style")
     assert any(c.value.startswith("Latent map") for c in at.caption)
-    assert len(at.get("plotly_chart")) == 1  # the clickable map
+    assert [c.key for c in at.get("plotly_chart")] == ["sx_map", "sx_activity"]  # the clickable map, unit activity
 
 
 def test_analogy_grid_has_k_columns(monkeypatch, ckpt_root):
