@@ -9,7 +9,37 @@ from pages import _charts, _ui
 from ssvae_core import generate, images
 
 SOURCES = {"test": "Test images", "upload": "Upload", "draw": "Draw", "samples": "Model samples"}
+MODES = {"random": "Random", "class": "By class", "index": "By index"}  # link value → how test images are picked
 MAX_INPUTS = 10
+DEFAULTS = {"an_mode": "Random", "an_idx": "0, 1, 2, 3, 4", "an_n": 5, "an_ns": 5, "an_cls": 0, "an_seed": 0}
+
+
+def apply_link(params: dict[str, str], k: int) -> None:
+    """Put a shared link's inputs (source, how test images are picked, indices, count, class, seed) in the session."""
+    if params.get("src") in SOURCES:
+        st.session_state["an_src"] = params["src"]
+    if params.get("pick") in MODES:
+        st.session_state["an_mode"] = MODES[params["pick"]]
+    if "idx" in params:
+        st.session_state["an_idx"] = params["idx"]
+    for name, key, top in (("n", "an_n", MAX_INPUTS), ("n", "an_ns", MAX_INPUTS), ("cls", "an_cls", k - 1),
+                           ("seed", "an_seed", 1 << 30)):
+        if params.get(name, "").isdigit() and int(params[name]) <= top:
+            st.session_state[key] = max(int(params[name]), 1 if name == "n" else 0)
+
+
+def link_state(src: str) -> dict:
+    """The inputs of the current view, as link parameters."""
+    ss = st.session_state
+    if src == "test":
+        mode = next(m for m, label in MODES.items() if label == ss["an_mode"])
+        if mode == "index":
+            return {"src": src, "pick": mode, "idx": ss["an_idx"]}
+        return {"src": src, "pick": mode, "n": ss["an_n"], "seed": ss["an_seed"],
+                "cls": ss["an_cls"] if mode == "class" else None}
+    if src == "samples":
+        return {"src": src, "n": ss["an_ns"], "seed": ss["an_seed"]}
+    return {"src": src}
 
 
 def shuffle() -> None:
@@ -19,14 +49,14 @@ def shuffle() -> None:
 
 def from_test(data, names: list[str]) -> tuple[np.ndarray, list[str]]:
     """Test images chosen at random, by class, or by index; (rows, captions)."""
-    mode = st.radio("Pick", ["Random", "By class", "By index"], horizontal=True, key="an_mode",
+    mode = st.radio("Pick", list(MODES.values()), horizontal=True, key="an_mode",
                     persist_state="session", label_visibility="collapsed")
     n_test = len(data.y_test)
     rng = np.random.default_rng(st.session_state.get("an_seed", 0))
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     if mode == "By index":
-        text = c1.text_input(f"Test image indices (0–{n_test - 1}, comma-separated)", value="0, 1, 2, 3, 4",
-                             key="an_idx", persist_state="session")
+        text = c1.text_input(f"Test image indices (0–{n_test - 1}, comma-separated)", key="an_idx",
+                             persist_state="session")
         try:
             idx = [int(t) for t in text.replace(" ", "").split(",") if t]
         except ValueError:
@@ -38,12 +68,12 @@ def from_test(data, names: list[str]) -> tuple[np.ndarray, list[str]]:
             return np.zeros((0, 1), np.float32), []
         idx = idx[:MAX_INPUTS]
     else:
-        n = c1.slider("Number of inputs", 1, MAX_INPUTS, 5, key="an_n", persist_state="session")
+        n = c1.slider("Number of inputs", 1, MAX_INPUTS, key="an_n", persist_state="session")
         c2.button("Shuffle", icon=":material/shuffle:", on_click=shuffle, width="stretch")
         pool = np.arange(n_test)
         if mode == "By class":
             cls = st.segmented_control("Class", list(range(len(names))), format_func=lambda i: names[i],
-                                       key="an_cls", default=0, required=True, persist_state="session")
+                                       key="an_cls", required=True, persist_state="session")
             pool = np.flatnonzero(data.y_test.numpy() == cls)
         idx = rng.choice(pool, size=min(n, len(pool)), replace=False).tolist()
     x = data.x_test[idx].numpy()
@@ -95,7 +125,7 @@ def from_canvas(shape) -> tuple[np.ndarray, list[str]]:
 def from_model(model, names: list[str]) -> tuple[np.ndarray, list[str]]:
     """Inputs sampled from the model itself (for when no dataset is on this machine)."""
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    n = c1.slider("Number of inputs", 1, MAX_INPUTS, 5, key="an_ns", persist_state="session")
+    n = c1.slider("Number of inputs", 1, MAX_INPUTS, key="an_ns", persist_state="session")
     c2.button("Shuffle", icon=":material/shuffle:", on_click=shuffle, width="stretch", key="an_shuffle_s")
     x, y = generate.sample_inputs(model, n, seed=st.session_state.get("an_seed", 0))
     return x, [f"sample of class {names[int(c)]}" for c in y]
@@ -139,12 +169,17 @@ def show_grid(model, x: np.ndarray, captions: list[str], names: list[str]) -> No
 
 _ui.header("Analogies", "Take the style of one image — slant, thickness, size — and write every digit in it. "
                         "M2 infers y with q(y|x), then the style z with q(z|x,y), and decodes z with each class.")
-run = _ui.pick_run("an_run")
+link = _ui.url_params("analogies")
+run = _ui.pick_run("an_run", link.get("model"))
 if run is not None:
     model = run.model
     shape = generate.model_image_shape(model)
     names = _ui.class_names(run.cfg.dataset, model.num_classes)
     data = _ui.dataset(run.cfg.dataset)
+    for key, value in DEFAULTS.items():
+        st.session_state.setdefault(key, value)
+    apply_link(link, model.num_classes)
+    share_slot = st.container()
     options = list(SOURCES) if data is not None else ["upload", "draw", "samples"]
     if data is None:
         st.caption(f"The {_ui.DATASET_NAMES.get(run.cfg.dataset)} test set is not on this machine, so inputs come "
@@ -165,3 +200,7 @@ if run is not None:
         show_grid(model, x, captions, names)
     elif src in ("upload", "draw"):
         st.info("Add an image above to see its analogies.", icon=":material/draw:")
+    _ui.share_link({"model": _ui.run_param(str(run.path)), **link_state(src)}, share_slot)
+    if src in ("upload", "draw"):
+        share_slot.caption("Uploads and drawings stay in this browser: the link opens this page with the same model "
+                           "and source, without your images.")

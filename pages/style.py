@@ -194,7 +194,7 @@ if run is not None:
                    f"{activity.pixel_change(model, unit, y, z):.3f}.")
     with t2:
         walk = activity.traversal(model, unit, z)
-        _ui.show_image(walk, width=2 * walk.shape[1])
+        _ui.show_image(walk, width=max(1, round(48 / generate.model_image_shape(model)[2])) * walk.shape[1])
 
     st.divider()
     g1, g2 = st.columns([3, 1], vertical_alignment="bottom")
