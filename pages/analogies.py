@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from pages import _charts, _ui
-from ssvae_core import generate, images
+from ssvae_core import generate, images, typical
 
 SOURCES = {"test": "Test images", "upload": "Upload", "draw": "Draw", "samples": "Model samples"}
 MODES = {"random": "Random", "class": "By class", "index": "By index"}  # link value → how test images are picked
@@ -131,12 +131,36 @@ def from_model(model, names: list[str]) -> tuple[np.ndarray, list[str]]:
     return x, [f"sample of class {names[int(c)]}" for c in y]
 
 
-def show_grid(model, x: np.ndarray, captions: list[str], names: list[str]) -> None:
-    """Row per input: the input, its style written as every class (K columns), and q(y|x) as bars."""
+@st.cache_data(max_entries=8, show_spinner="Measuring the ELBO of test images…")
+def test_elbos(path: str, mtime: float, dataset: str) -> np.ndarray | None:
+    """ELBOs of the first typical.REFERENCE test images under the run at `path` (None without the dataset)."""
+    data = _ui.dataset(dataset)
+    if data is None:
+        return None
+    return typical.elbo(_ui._load(path, mtime).model, data.x_test[:typical.REFERENCE].numpy(), samples=2)
+
+
+def typicality(model, x: np.ndarray, reference: np.ndarray | None) -> tuple[list[str], np.ndarray]:
+    """(a line per input: its ELBO and where it falls among the test images', whether it is far below them)."""
+    bounds = typical.elbo(model, x, samples=2)
+    if reference is None:
+        return [f"ELBO {b:.0f} nats (the test set is not here to compare)" for b in bounds], np.zeros(len(x), bool)
+    pct = typical.percentile(bounds, reference)
+    lines = []
+    for b, p in zip(bounds, pct, strict=True):
+        where = "below every one" if p == 0 else f"above {p:.1f}%"
+        lines.append(f"ELBO {b:.0f} nats, {where} of {len(reference):,} test images")
+    return lines, typical.atypical(bounds, reference)
+
+
+def show_grid(model, x: np.ndarray, captions: list[str], names: list[str], reference: np.ndarray | None) -> None:
+    """Row per input: the input, its style written as every class (K columns), q(y|x) as bars, and how typical the
+    input is for the model (its ELBO among the test images'), with a warning when it is far outside."""
     shape = generate.model_image_shape(model)
     h = shape[1]
     grid = generate.analogy_grid(model, x)
     probs = generate.qy(model, x)
+    typ, odd = typicality(model, x, reference)
     inputs = images.to_images(x, shape)
     k = model.num_classes
     st.session_state["an_grid_shape"] = (len(x), (grid.shape[1] + 1) // (shape[2] + 1))
@@ -159,7 +183,13 @@ def show_grid(model, x: np.ndarray, captions: list[str], names: list[str]) -> No
             _ui.show_image(row, width=scale * row.shape[1])
         with c[2]:
             top = int(probs[i].argmax())
-            st.caption(f"{captions[i] if i < len(captions) else ''} → **{names[top]}** ({probs[i, top]:.0%})")
+            st.caption(f"{captions[i] if i < len(captions) else ''} → **{names[top]}** ({probs[i, top]:.0%}) · "
+                       f"{typ[i]}")
+            if odd[i]:
+                st.warning(f"Unlike anything the model was trained on: its ELBO is more than {typical.FAR:g} "
+                           "standard deviations below the test images' median, so the model could hardly have "
+                           f"written it, and q(y|x) = {probs[i, top]:.0%} for {names[top]} and its style mean "
+                           "little.", icon=":material/help:")
             st.plotly_chart(_charts.qy_bar(probs[i], names, height=96), key=f"an_qy_{i}",
                             config={"displayModeBar": False})
     full = generate.analogy_grid(model, x, with_inputs=True)
@@ -197,7 +227,7 @@ if run is not None:
         else:
             x, captions = from_model(model, names)
     if len(x):
-        show_grid(model, x, captions, names)
+        show_grid(model, x, captions, names, test_elbos(str(run.path), _ui.active_row()["mtime"], run.cfg.dataset))
     elif src in ("upload", "draw"):
         st.info("Add an image above to see its analogies.", icon=":material/draw:")
     _ui.share_link({"model": _ui.run_param(str(run.path)), **link_state(src)}, share_slot)

@@ -363,3 +363,40 @@ def test_analogies_and_results_views_come_from_their_links(monkeypatch, ckpt_roo
     assert_clean(at, "results")
     assert "m2-digits-z12" in at.selectbox(key="rs_run").format_func(at.selectbox(key="rs_run").value)
     assert at.query_params["run"] == "m2-digits-z12" and at.query_params["ds"] == "mnist"
+
+
+def _noise_png(seed: int = 0) -> bytes:
+    """A PNG of uniform random grey noise."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    Image.fromarray((np.random.default_rng(seed).random((64, 64)) * 255).astype("uint8")).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained_root(tmp_path_factory) -> Path:
+    """A checkpoint folder with a digits M2 trained long enough to tell digits from noise (30 epochs, ~15 s)."""
+    root = tmp_path_factory.mktemp("trained")
+    cfg = TrainConfig(model=ModelConfig(kind="m2", hidden=[64], z_dim=8), dataset="digits", labels=100,
+                      epochs=30, batch_size=100, lr=3e-3, device="cpu")
+    trainer = Trainer(cfg, load_dataset("digits"))
+    list(trainer.epochs())
+    save_trainer(trainer, root / "m2-digits-30")
+    return root
+
+
+def test_noise_upload_is_called_atypical_and_a_digit_is_not(monkeypatch, trained_root):
+    at = app(monkeypatch, trained_root)
+    at.switch_page("pages/analogies.py").run()
+    at.segmented_control(key="an_src").set_value("upload").run()
+    at.file_uploader(key="an_files").upload("noise.png", _noise_png(), "image/png").run()
+    assert_clean(at, "analogies")
+    assert any("Unlike anything the model was trained on" in w.value for w in at.warning)
+    assert any("noise.png" in c.value and "ELBO" in c.value and "test images" in c.value for c in at.caption)
+
+    at.segmented_control(key="an_src").set_value("test").run()  # test images are typical: no warning
+    at.radio(key="an_mode").set_value("By index").run()
+    assert_clean(at, "analogies")
+    assert not any("Unlike anything" in w.value for w in at.warning), [c.value for c in at.caption if "ELBO" in c.value]
+    assert sum("ELBO" in c.value for c in at.caption) == 5
