@@ -171,11 +171,19 @@ def broken_note() -> None:
         st.caption(f"…and {len(broken) - 3} more broken runs; see the Results page.")
 
 
-def pick_run(key: str, wanted: str | None = None) -> Run | None:
+PICKED = "active_run_picked"  # session key: the user chose a model (a page's preferred default no longer applies)
+
+
+def pick_run(key: str, wanted: str | None = None, prefer: str | None = None) -> Run | None:
     """Model picker (shared across pages); the loaded run, or None after showing the 'train one' state.
 
-    `wanted` (a link's run name, see run_param) picks that run when it is here and usable."""
+    `wanted` (a link's run name, see run_param) picks that run when it is here and usable; `prefer` is the page's
+    default run name until the user picks a model."""
     rows = generative_runs()
+    if prefer and not wanted and not st.session_state.get(PICKED):
+        row = next((r for r in rows if run_param(r["path"]) == prefer), None)
+        if row is not None:
+            st.session_state[ACTIVE_RUN] = st.session_state[key] = row["path"]
     if wanted:
         row = next((r for r in rows if wanted in (run_param(r["path"]), r["name"])), None)
         if row is None:
@@ -195,6 +203,7 @@ def pick_run(key: str, wanted: str | None = None) -> Run | None:
     def remember() -> None:
         """Make the picked run the session's model for every page."""
         st.session_state[ACTIVE_RUN] = st.session_state[key]
+        st.session_state[PICKED] = True
         st.session_state.pop(FALLBACK_NOTE, None)
 
     if st.session_state.get(key) not in paths:

@@ -11,6 +11,7 @@ from ssvae_core import generate, images, typical
 SOURCES = {"test": "Test images", "upload": "Upload", "draw": "Draw", "samples": "Model samples"}
 MODES = {"random": "Random", "class": "By class", "index": "By index"}  # link value → how test images are picked
 MAX_INPUTS = 10
+DEFAULT_RUN = "pretrained/m2-mnist-n100"  # M2 writes style straight into pixels: the clearest analogies
 DEFAULTS = {"an_mode": "Random", "an_idx": "0, 1, 2, 3, 4", "an_n": 5, "an_ns": 5, "an_cls": 0, "an_seed": 0}
 
 
@@ -197,10 +198,29 @@ def show_grid(model, x: np.ndarray, captions: list[str], names: list[str], refer
                        mime="image/png", icon=":material/download:")
 
 
+def interpolation(model, x: np.ndarray, names: list[str]) -> None:
+    """The path between two inputs' styles at a fixed class, and between two classes at one input's style."""
+    st.subheader("Interpolation")
+    k, n = model.num_classes, len(x)
+    z, y = generate.infer_z(model, x)
+    c = st.columns(4)
+    a = c[0].selectbox("From input", range(n), format_func=lambda i: f"row {i + 1}", key="an_ia")
+    b = c[1].selectbox("To input", range(n), index=min(1, n - 1), format_func=lambda i: f"row {i + 1}", key="an_ib")
+    yf = c[2].selectbox("Class y (fixed)", range(k), index=int(y[a]), format_func=lambda i: names[i], key="an_iy")
+    yt = c[3].selectbox("…or to class, at row's style", range(k), index=(int(y[a]) + 1) % k,
+                        format_func=lambda i: names[i], key="an_iyt")
+    width = 8 * 56
+    _ui.show_image(generate.tile(generate.interpolate_z(model, z[a], z[b], yf), 1, 8), width=width)
+    st.caption(f"z from row {a + 1}'s style to row {b + 1}'s in 8 steps, decoded with y = {names[yf]}.")
+    _ui.show_image(generate.tile(generate.interpolate_y(model, z[a], int(y[a]), yt), 1, 8), width=width)
+    st.caption(f"Row {a + 1}'s style z fixed; y moves from {names[int(y[a])]} to {names[yt]} "
+               "(a weighted mix of the two one-hot codes).")
+
+
 _ui.header("Analogies", "Take the style of one image — slant, thickness, size — and write every digit in it. "
                         "M2 infers y with q(y|x), then the style z with q(z|x,y), and decodes z with each class.")
 link = _ui.url_params("analogies")
-run = _ui.pick_run("an_run", link.get("model"))
+run = _ui.pick_run("an_run", link.get("model"), prefer=DEFAULT_RUN)
 if run is not None:
     model = run.model
     shape = generate.model_image_shape(model)
@@ -226,10 +246,17 @@ if run is not None:
             x, captions = from_canvas(shape)
         else:
             x, captions = from_model(model, names)
+    if run.cfg.model.kind == "m1m2":
+        st.info("In M1+M2 most of the style already lives in M1's features z1; M2's z2 only holds what the class "
+                "leaves unexplained of z1, and a new class is decoded through the mean of p(z1|y,z2). So its "
+                "analogies carry less of the input's style than M2's, whose z writes the pixels directly (see "
+                "*Which units matter* on the Style explorer: fewer nats per unit in z2).", icon=":material/info:")
     if len(x):
         show_grid(model, x, captions, names, test_elbos(str(run.path), _ui.active_row()["mtime"], run.cfg.dataset))
     elif src in ("upload", "draw"):
         st.info("Add an image above to see its analogies.", icon=":material/draw:")
+    if len(x) >= 1:
+        interpolation(model, x, names)
     _ui.share_link({"model": _ui.run_param(str(run.path)), **link_state(src)}, share_slot)
     if src in ("upload", "draw"):
         share_slot.caption("Uploads and drawings stay in this browser: the link opens this page with the same model "

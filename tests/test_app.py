@@ -125,6 +125,8 @@ def test_analogy_grid_has_k_columns(monkeypatch, ckpt_root):
     assert_clean(at, "analogies")
     assert at.session_state["an_grid_shape"] == (5, 10)
     assert any("5 inputs × 10 classes" in c.value for c in at.caption)
+    assert "Interpolation" in [h.value for h in at.subheader]
+    assert any(c.value.startswith("z from row 1's style to row 2's") for c in at.caption)
     at.segmented_control(key="an_src").set_value("samples").run()
     assert_clean(at, "analogies")
     assert at.session_state["an_grid_shape"][1] == 10
