@@ -1,8 +1,8 @@
 """M1 + label spreading on MNIST: validation/test error per label draw, and the choice of k and α on validation.
 
-    python bench/spreading.py --labels 100 --seeds 3,4,5                  # the defaults (k=10, α=0.2)
+    python bench/spreading.py --labels 100 --seeds 3,4,5                  # the defaults (k=20, α=0.99)
     python bench/spreading.py --labels 100 --seeds 0,1,2 --tune           # k × α on validation error only
-    python bench/spreading.py --labels 100,600,1000,3000 --seeds 3,4,5 --k 10 --alpha 0.2
+    python bench/spreading.py --labels 100,600,1000,3000 --seeds 3,4,5 --k 20 --alpha 0.99
 
 M1 is the shipped label-free one (checkpoints/pretrained/m1-mnist) unless --m1 names another m1/m1m2 run.
 """

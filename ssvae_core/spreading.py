@@ -19,8 +19,8 @@ from ssvae_core.data import Dataset, label_split
 from ssvae_core.models import M1
 from ssvae_core.train import active_units, error_rate, m1_features
 
-K_NEIGHBOURS = 10  # neighbours per image in the graph
-ALPHA = 0.2  # how much of its label an image takes from its neighbours per step (scikit-learn's default)
+K_NEIGHBOURS = 20  # neighbours per image in the graph (chosen on validation, docs/experiments.md)
+ALPHA = 0.99  # how much of its label an image takes from its neighbours per step (chosen on validation)
 
 
 def latent_means(m1: M1, data: Dataset, threshold: float = 0.01) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
