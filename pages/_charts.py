@@ -113,3 +113,18 @@ def error_vs_n_figure(runs: list[dict], paper: dict[str, dict[int, float]] | Non
 def _key(paper_name: str) -> str:
     """Colour key of a paper model name ('M1+M2' → 'm1m2')."""
     return {"M2": "m2", "M1+M2": "m1m2", "M1+TSVM": "m1tsvm"}.get(paper_name, paper_name.lower())
+
+
+def activity_figure(activity: np.ndarray, threshold: float, height: int = 240) -> go.Figure:
+    """Bars of each z unit's activity (mean KL of q(z_j|x,y) in nats), most active first; inactive units grey."""
+    a = np.asarray(activity, dtype=float)
+    order = np.argsort(-a, kind="stable")
+    names = [f"z{i + 1}" for i in order]
+    colours = ["#4f46e5" if a[i] >= threshold else "#d1d5db" for i in order]
+    fig = go.Figure(go.Bar(x=names, y=a[order], marker_color=colours,
+                           hovertemplate="%{x}: mean KL %{y:.3f} nats<extra></extra>"))
+    fig.add_hline(y=threshold, line={"dash": "dot", "color": "#9ca3af", "width": 1})
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 10, "b": 10}, bargap=0.15,
+                      yaxis={"title": "mean KL (nats)", "rangemode": "tozero"},
+                      xaxis={"type": "category", "tickfont": {"size": 9}, "tickangle": -90 if len(a) > 20 else 0})
+    return fig

@@ -8,6 +8,7 @@ import os
 import sys
 import types
 from pathlib import Path
+from urllib.parse import urlencode
 
 import numpy as np
 import streamlit as st
@@ -170,10 +171,27 @@ def broken_note() -> None:
         st.caption(f"…and {len(broken) - 3} more broken runs; see the Results page.")
 
 
-def pick_run(key: str) -> Run | None:
-    """Model picker (shared across pages); the loaded run, or None after showing the 'train one' state."""
-    current = active_row()
+PICKED = "active_run_picked"  # session key: the user chose a model (a page's preferred default no longer applies)
+
+
+def pick_run(key: str, wanted: str | None = None, prefer: str | None = None) -> Run | None:
+    """Model picker (shared across pages); the loaded run, or None after showing the 'train one' state.
+
+    `wanted` (a link's run name, see run_param) picks that run when it is here and usable; `prefer` is the page's
+    default run name until the user picks a model."""
     rows = generative_runs()
+    if prefer and not wanted and not st.session_state.get(PICKED):
+        row = next((r for r in rows if run_param(r["path"]) == prefer), None)
+        if row is not None:
+            st.session_state[ACTIVE_RUN] = st.session_state[key] = row["path"]
+    if wanted:
+        row = next((r for r in rows if wanted in (run_param(r["path"]), r["name"])), None)
+        if row is None:
+            st.warning(f"The link asks for the model **{wanted}**, which is not here (or not usable); showing "
+                       "another one.", icon=":material/link_off:")
+        else:
+            st.session_state[ACTIVE_RUN] = st.session_state[key] = row["path"]
+    current = active_row()
     if not rows:
         fallback_note()
         no_model_state()
@@ -185,6 +203,7 @@ def pick_run(key: str) -> Run | None:
     def remember() -> None:
         """Make the picked run the session's model for every page."""
         st.session_state[ACTIVE_RUN] = st.session_state[key]
+        st.session_state[PICKED] = True
         st.session_state.pop(FALLBACK_NOTE, None)
 
     if st.session_state.get(key) not in paths:
@@ -205,6 +224,43 @@ def no_model_state() -> None:
                  "*digits* dataset is small and needs no download — or put a run folder under "
                  f"`{checkpoint_root()}/`.")
         st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+
+
+# ---- shareable views ------------------------------------------------------------------------
+
+def url_params(page: str) -> dict[str, str]:
+    """The URL's query parameters the first time `page` runs in this session (e.g. from a shared link), else {}."""
+    flag = f"_url_read_{page}"
+    if st.session_state.get(flag):
+        return {}
+    st.session_state[flag] = True
+    return st.query_params.to_dict()
+
+
+def run_param(path: str) -> str:
+    """A run's name in links: its folder relative to the checkpoint root, e.g. 'pretrained/m2-mnist-n100'."""
+    try:
+        return Path(path).resolve().relative_to(checkpoint_root().resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
+def view_url(params: dict) -> str:
+    """The full URL of this page with `params` as its query string."""
+    base = st.context.url or ""
+    return f"{base}?{urlencode(params)}" if params else base
+
+
+def share_link(params: dict, slot=None) -> str:
+    """Put the view's state in the URL (st.query_params) and show the link to it with a copy button; the link."""
+    clean = {k: str(v) for k, v in params.items() if v is not None and v != ""}
+    if st.query_params.to_dict() != clean:
+        st.query_params.from_dict(clean)
+    url = view_url(clean)
+    with slot if slot is not None else st.container():
+        st.caption(":material/link: Link to this view (copy it with the icon on the right):")
+        st.code(url, language=None, wrap_lines=True)
+    return url
 
 
 # ---- data ------------------------------------------------------------------------------------

@@ -128,6 +128,8 @@ def confused(row: dict, ev: dict, run) -> None:
         return
     off.sort(reverse=True)
     pairs = off[:12]
+    if st.session_state.get("rs_pair", 0) >= len(pairs):
+        st.session_state["rs_pair"] = 0
     pick = st.selectbox("Mistake", range(len(pairs)), key="rs_pair",
                         format_func=lambda p: f"true {names[pairs[p][1]]} → predicted {names[pairs[p][2]]} "
                                               f"({pairs[p][0]} images)")
@@ -170,7 +172,9 @@ def manage(row: dict) -> None:
 
 _ui.header("Results", "Your saved runs beside the paper's Table 1 (MNIST test error with N labels), and a closer "
                       "look at any one of them.")
+link = _ui.url_params("results")
 rows = _ui.all_runs()
+share_slot = st.container()
 st.subheader("Saved runs")
 if rows:
     table = runs_table(rows)
@@ -190,6 +194,9 @@ else:
 
 good = [r for r in rows if r["ok"] and isinstance(r.get("test_error"), int | float)]
 datasets = list(dict.fromkeys(["mnist"] + [r["dataset"] for r in good]))
+if link.get("ds") in datasets:
+    st.session_state["rs_ds"] = link["ds"]
+st.session_state.setdefault("rs_ds", "mnist")
 left, right = st.columns([2, 3], gap="large")
 with left:
     st.subheader("Paper, Table 1")
@@ -200,7 +207,7 @@ with left:
 with right:
     st.subheader("Test error against N")
     ds = st.segmented_control("Dataset", datasets, format_func=lambda d: _ui.DATASET_NAMES.get(d, d), key="rs_ds",
-                              default="mnist", required=True, label_visibility="collapsed")
+                              required=True, label_visibility="collapsed")
     mine = [r for r in good if r["dataset"] == ds]
     st.plotly_chart(_charts.error_vs_n_figure(mine, PAPER if ds == "mnist" else None, _ui.MODEL_NAMES),
                     key="rs_vsn", config={"displayModeBar": False})
@@ -210,8 +217,19 @@ with right:
 
 if rows:
     st.subheader("One run up close")
+    wanted = [i for i, r in enumerate(rows) if link.get("run") in (_ui.run_param(r["path"]), r["name"])]
+    if wanted:
+        st.session_state["rs_run"] = wanted[0]
+        if link.get("mistake", "").isdigit():
+            st.session_state["rs_pair"] = int(link["mistake"])
+    elif link.get("run"):
+        st.warning(f"The link asks for the run **{link['run']}**, which is not here.", icon=":material/link_off:")
+    if st.session_state.get("rs_run", 0) >= len(rows):
+        st.session_state["rs_run"] = 0
     pick = st.selectbox("Run", range(len(rows)), format_func=lambda i: _ui.run_label(rows[i]), key="rs_run")
     chosen = rows[pick]
     if not chosen["ok"]:
         st.error(f"This run is broken: {chosen['error']}", icon=":material/broken_image:")
     details(chosen)
+_ui.share_link({"ds": ds, "run": _ui.run_param(chosen["path"]) if rows else None,
+                "mistake": st.session_state.get("rs_pair") or None}, share_slot)

@@ -74,9 +74,16 @@ def onehot(y: torch.Tensor | np.ndarray | list[int] | int, k: int, n: int | None
 @torch.no_grad()
 def decode(model: nn.Module, z, y, image_shape: tuple[int, int, int] | None = None) -> np.ndarray:
     """Mean images of p(x|y,z) for n rows of z and class(es) y: n×H×W (or n×H×W×C) in [0, 1]."""
+    z = np.asarray(z, dtype=np.float32).reshape(-1, z_dim(model))
+    return decode_mixed(model, z, onehot(y, model.num_classes, len(z)).numpy(), image_shape)
+
+
+@torch.no_grad()
+def decode_mixed(model: nn.Module, z, y_rows, image_shape: tuple[int, int, int] | None = None) -> np.ndarray:
+    """Mean images of p(x|y,z) with y given as rows of K weights (one-hot, or a mix of two classes on a path)."""
     dev = _device(model)
     z = torch.as_tensor(np.asarray(z, dtype=np.float32), device=dev).reshape(-1, z_dim(model))
-    yo = onehot(y, model.num_classes, len(z), dev)
+    yo = torch.as_tensor(np.asarray(y_rows, dtype=np.float32), device=dev).reshape(-1, model.num_classes)
     if len(yo) != len(z):
         raise ValueError(f"got {len(z)} z rows but {len(yo)} classes")
     was_training = model.training
@@ -139,6 +146,23 @@ def analogy_grid(model: nn.Module, x, image_shape: tuple[int, int, int] | None =
     inputs = tile(to_images(np.asarray(x, dtype=np.float32), shape), len(z), 1, pad)
     gap = np.full((grid.shape[0], 3 * pad + 1, *grid.shape[2:]), 1.0, dtype=np.float32)
     return np.concatenate([inputs, gap, grid], axis=1)
+
+
+def interpolate_z(model: nn.Module, z_a, z_b, y: int, steps: int = 8,
+                  image_shape: tuple[int, int, int] | None = None) -> np.ndarray:
+    """The straight path z(t) = (1 − t)·z_a + t·z_b, t = 0…1 in `steps` steps, decoded with class y (steps×H×W)."""
+    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+    zs = (1 - t) * np.asarray(z_a, np.float32).reshape(1, -1) + t * np.asarray(z_b, np.float32).reshape(1, -1)
+    return decode(model, zs, np.full(steps, y), image_shape)
+
+
+def interpolate_y(model: nn.Module, z, y_a: int, y_b: int, steps: int = 8,
+                  image_shape: tuple[int, int, int] | None = None) -> np.ndarray:
+    """One style z decoded along the path from class y_a to y_b: y(t) = (1 − t)·onehot(y_a) + t·onehot(y_b)."""
+    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+    eye = np.eye(model.num_classes, dtype=np.float32)
+    ys = (1 - t) * eye[y_a] + t * eye[y_b]
+    return decode_mixed(model, np.repeat(np.asarray(z, np.float32).reshape(1, -1), steps, 0), ys, image_shape)
 
 
 def latent_map(model: nn.Module, y: int, extent: float = 3.0, n: int = 15,

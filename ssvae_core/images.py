@@ -129,11 +129,47 @@ def _resize(arr: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.asarray(im, dtype=np.float32) / 255.0
 
 
+WORK_SIDE = 512  # photos are shrunk to at most this many pixels per side before cleaning (the result is 28×28)
+EVEN_LIGHT = 0.08  # border brightness spread (5th to 95th percentile) under which the paper counts as evenly lit
+
+
+def _border(grey: np.ndarray) -> np.ndarray:
+    """The outermost pixels of an image."""
+    return np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+
+
+def ink_map(grey: np.ndarray) -> np.ndarray:
+    """How much ink each pixel holds, in [0, 1] on black, for dark ink on light paper or light ink on dark paper;
+    uneven light (a shading across the sheet, a shadow) is divided out (light paper) or subtracted (dark paper).
+
+    The paper is estimated with a window a fifth of the image, wider than any stroke: a grey closing (maximum then
+    minimum filter) of light paper, an opening of dark paper, so that the strokes vanish from it; what remains of the
+    paper at the border (its grain, noise) is taken as zero ink. Evenly lit images are only inverted where needed.
+    """
+    light = bool(np.median(_border(grey)) > 0.5)  # MNIST is a white digit on black
+    border = _border(grey)
+    if np.percentile(border, 95) - np.percentile(border, 5) < EVEN_LIGHT:
+        return 1.0 - grey if light else grey
+    from scipy import ndimage  # scipy comes with scikit-learn; loaded only for photos that need it
+
+    h, w = grey.shape
+    scale = 64 / max(h, w)
+    small = _resize(grey, max(8, round(h * scale)), max(8, round(w * scale))).astype(np.float64)
+    win = (max(3, max(small.shape) // 5),) * 2
+    paper = ndimage.grey_closing(small, size=win) if light else ndimage.grey_opening(small, size=win)
+    paper = _resize(ndimage.uniform_filter(paper, size=win, mode="nearest"), h, w).astype(np.float64)
+    ink = 1.0 - grey / np.maximum(paper, 1e-3) if light else grey - paper
+    floor = min(0.5, float(np.percentile(_border(ink), 99)))  # what is left of the paper: its grain and noise
+    return np.clip((ink - floor) / (1.0 - floor), 0.0, 1.0)
+
+
 def _digit_like(grey: np.ndarray, h: int, w: int) -> np.ndarray:
-    """MNIST-style normalisation of a grey drawing: white ink on black, cropped, boxed, centred by mass."""
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    if np.median(border) > 0.5:  # light background: MNIST is a white digit on black
-        grey = 1.0 - grey
+    """MNIST-style normalisation of a grey drawing or photo: white ink on black, the paper's shading removed,
+    cropped to the ink, boxed in 20×20 and centred by mass in 28×28."""
+    if max(grey.shape) > WORK_SIDE:
+        f = WORK_SIDE / max(grey.shape)
+        grey = _resize(grey, max(1, round(grey.shape[0] * f)), max(1, round(grey.shape[1] * f))).astype(np.float64)
+    grey = ink_map(grey)
     lo, hi = float(np.percentile(grey, 1)), float(grey.max())
     if hi - lo < 0.1:
         raise ValueError("The image looks blank: no strokes found. Draw or upload a digit with some contrast.")
@@ -181,8 +217,8 @@ def _centre_square(arr: np.ndarray) -> np.ndarray:
 def preprocess_upload(data: bytes, image_shape, digit_style: bool | None = None) -> np.ndarray:
     """An uploaded image file as a model-ready row in [0, 1] (C·H·W); ValueError with a user message if unusable.
 
-    Grey digit models (28×28, 8×8) get MNIST's treatment: light backgrounds inverted, cropped to the
-    ink, padded square, fitted in a 20×20 box centred by mass in 28×28 (or resized to H×W).
+    Grey digit models (28×28, 8×8) get MNIST's treatment: light backgrounds inverted, uneven lighting removed,
+    cropped to the ink, padded square, fitted in a 20×20 box centred by mass in 28×28 (or resized to H×W).
     """
     img = _open_checked(data)
     arr = _to_float(img, colour=int(image_shape[0]) == 3)

@@ -199,9 +199,13 @@ class M2(nn.Module):
         """Logits of q(y|x)."""
         return self.classifier(x)
 
+    def posterior_z(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, log-variance) of q(z|x,y), y one-hot."""
+        return self.encoder(torch.cat([x, y], -1))
+
     def encode_z(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean of q(z|x,y), y one-hot: the 'style' of x."""
-        return self.encoder(torch.cat([x, y], -1))[0]
+        return self.posterior_z(x, y)[0]
 
     def decode_x(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean of p(x|y,z), y one-hot."""
@@ -252,9 +256,13 @@ class M1M2(nn.Module):
         """M2's L(z1,y) for every class y at z1 = E[z1|x], each term b×K."""
         return self.m2.elbo_every_class(self.z1(x, False), kl_weight)
 
+    def posterior_z(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, log-variance) of q(z2|z1,y) at z1 = E[z1|x], y one-hot."""
+        return self.m2.posterior_z(self.z1(x, False), y)
+
     def encode_z(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean of q(z2|z1,y) at z1 = E[z1|x]."""
-        return self.m2.encode_z(self.z1(x, False), y)
+        return self.posterior_z(x, y)[0]
 
     def decode_x(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Pixels: mean of p(z1|y,z2), inactive units at the prior mean 0, through M1's decoder."""

@@ -98,9 +98,10 @@ def test_style_slider_changes_image(monkeypatch, ckpt_root):
     at.switch_page("pages/style.py").run()
     at.selectbox(key="sx_run").set_value(str(ckpt_root / "m2-digits-z12")).run()
     assert_clean(at, "style")
-    assert len(at.slider) == 10  # first 10 of 12 dimensions
+    assert len(at.slider) == 10  # the 10 most active of 12 dimensions
+    assert at.slider[0].label.startswith("z") and " · KL " in at.slider[0].label
     before = at.image[0].value[0]
-    at.slider(key="sx_z0").set_value(2.5).run()
+    at.slider[0].set_value(2.5).run()  # the most active unit
     after = at.image[0].value[0]
     assert before != after
     at.toggle(key="sx_all").set_value(True).run()
@@ -115,7 +116,7 @@ def test_latent_map_for_2d_z(monkeypatch, ckpt_root):
     at.selectbox(key="sx_run").set_value(str(ckpt_root / "m2-digits-z2")).run()
     assert_clean(at, "style")
     assert any(c.value.startswith("Latent map") for c in at.caption)
-    assert len(at.get("plotly_chart")) == 1  # the clickable map
+    assert [c.key for c in at.get("plotly_chart")] == ["sx_map", "sx_activity"]  # the clickable map, unit activity
 
 
 def test_analogy_grid_has_k_columns(monkeypatch, ckpt_root):
@@ -124,6 +125,8 @@ def test_analogy_grid_has_k_columns(monkeypatch, ckpt_root):
     assert_clean(at, "analogies")
     assert at.session_state["an_grid_shape"] == (5, 10)
     assert any("5 inputs × 10 classes" in c.value for c in at.caption)
+    assert "Interpolation" in [h.value for h in at.subheader]
+    assert any(c.value.startswith("z from row 1's style to row 2's") for c in at.caption)
     at.segmented_control(key="an_src").set_value("samples").run()
     assert_clean(at, "analogies")
     assert at.session_state["an_grid_shape"][1] == 10
@@ -304,3 +307,98 @@ def test_broken_runs_are_shown_broken_and_never_used(monkeypatch, ckpt_root, tmp
     at.switch_page("pages/home.py").run()
     assert_clean(at, "home")
     assert "m2-digits-z12" not in next(c.value for c in at.caption if c.value.startswith("Run folder"))
+
+
+def test_style_view_round_trips_through_its_link(monkeypatch, ckpt_root):
+    at = app(monkeypatch, ckpt_root)
+    at.switch_page("pages/style.py").run()
+    at.selectbox(key="sx_run").set_value(str(ckpt_root / "m2-digits-z12")).run()
+    at.pills(key="sx_y").set_value(3).run()
+    at.slider[0].set_value(1.5).run()
+    assert_clean(at, "style")
+    params = dict(at.query_params)
+    unit = at.slider[0].key.removeprefix("sx_z")
+    assert params["model"] == "m2-digits-z12" and params["y"] == "3" and params["z"] == f"{int(unit) + 1}:1.5"
+    code = at.code[0].value
+    assert code.endswith("?" + "&".join(f"{k}={v}" for k, v in at.query_params.items()).replace(":", "%3A")
+                         .replace(",", "%2C"))
+    image = at.image[0].value[0]
+
+    fresh = AppTest.from_file(APP, default_timeout=60)  # another browser: a new session opening the link
+    fresh.query_params.update(params)
+    fresh.switch_page("pages/style.py").run()
+    assert_clean(fresh, "style (from the link)")
+    assert fresh.selectbox(key="sx_run").value == str(ckpt_root / "m2-digits-z12")
+    assert fresh.pills(key="sx_y").value == 3
+    assert fresh.slider(key=f"sx_z{unit}").value == 1.5
+    assert fresh.image[0].value[0] == image  # the same decoded image (media names are content hashes)
+    assert dict(fresh.query_params) == params
+
+
+def test_style_link_to_a_missing_model_says_so(monkeypatch, ckpt_root):
+    monkeypatch.setenv("SSVAE_CHECKPOINTS", str(ckpt_root))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update({"model": "gone", "z": "99:1"})  # no such model, no unit 99
+    at.switch_page("pages/style.py").run()
+    assert_clean(at, "style")
+    assert any("The link asks for the model **gone**" in w.value for w in at.warning)
+    assert all(s.value == 0.0 for s in at.slider)
+
+
+def test_analogies_and_results_views_come_from_their_links(monkeypatch, ckpt_root):
+    monkeypatch.setenv("SSVAE_CHECKPOINTS", str(ckpt_root))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update({"model": "m2-digits-z2", "src": "test", "pick": "index", "idx": "3, 7"})
+    at.switch_page("pages/analogies.py").run()
+    assert_clean(at, "analogies")
+    assert at.selectbox(key="an_run").value == str(ckpt_root / "m2-digits-z2")
+    assert at.session_state["an_grid_shape"] == (2, 10)
+    assert any(c.value.startswith("test #3 ") for c in at.caption)
+    at.radio(key="an_mode").set_value("By class").run()
+    at.segmented_control(key="an_cls").set_value(4).run()
+    assert {k: at.query_params[k] for k in ("src", "pick", "cls", "n")} == {"src": "test", "pick": "class",
+                                                                            "cls": "4", "n": "5"}
+
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update({"run": "m2-digits-z12"})
+    at.switch_page("pages/results.py").run()
+    assert_clean(at, "results")
+    assert "m2-digits-z12" in at.selectbox(key="rs_run").format_func(at.selectbox(key="rs_run").value)
+    assert at.query_params["run"] == "m2-digits-z12" and at.query_params["ds"] == "mnist"
+
+
+def _noise_png(seed: int = 0) -> bytes:
+    """A PNG of uniform random grey noise."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    Image.fromarray((np.random.default_rng(seed).random((64, 64)) * 255).astype("uint8")).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained_root(tmp_path_factory) -> Path:
+    """A checkpoint folder with a digits M2 trained long enough to tell digits from noise (30 epochs, ~15 s)."""
+    root = tmp_path_factory.mktemp("trained")
+    cfg = TrainConfig(model=ModelConfig(kind="m2", hidden=[64], z_dim=8), dataset="digits", labels=100,
+                      epochs=30, batch_size=100, lr=3e-3, device="cpu")
+    trainer = Trainer(cfg, load_dataset("digits"))
+    list(trainer.epochs())
+    save_trainer(trainer, root / "m2-digits-30")
+    return root
+
+
+def test_noise_upload_is_called_atypical_and_a_digit_is_not(monkeypatch, trained_root):
+    at = app(monkeypatch, trained_root)
+    at.switch_page("pages/analogies.py").run()
+    at.segmented_control(key="an_src").set_value("upload").run()
+    at.file_uploader(key="an_files").upload("noise.png", _noise_png(), "image/png").run()
+    assert_clean(at, "analogies")
+    assert any("Unlike anything the model was trained on" in w.value for w in at.warning)
+    assert any("noise.png" in c.value and "ELBO" in c.value and "test images" in c.value for c in at.caption)
+
+    at.segmented_control(key="an_src").set_value("test").run()  # test images are typical: no warning
+    at.radio(key="an_mode").set_value("By index").run()
+    assert_clean(at, "analogies")
+    assert not any("Unlike anything" in w.value for w in at.warning), [c.value for c in at.caption if "ELBO" in c.value]
+    assert sum("ELBO" in c.value for c in at.caption) == 5

@@ -327,3 +327,41 @@ def test_random_weights_show_as_broken_on_results(server, page, tmp_path):
     picker = page.locator('[data-testid="stSelectbox"]').first
     assert "m2-digits-random" not in picker.inner_text()
     assert "Left out, broken: m2-digits-random" in page.locator('[data-testid="stMain"]').inner_text()
+
+
+def test_style_link_opens_the_same_view_in_a_new_browser(server, tmp_path):
+    """Set a class and move the first slider; the page's link, opened in a fresh browser context, shows the same
+    decoded image, pixel for pixel."""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            open_page(page, f"{server}/style")
+            img = page.locator('[data-testid="stMain"] [data-testid="stImage"] img').first
+            page.get_by_role("radiogroup", name="Class y").get_by_role("radio", name="3", exact=True).click()
+            settle(page)
+            src = img.get_attribute("src")
+            thumb = page.locator('[data-testid="stSlider"] input[type="range"], '
+                                 '[data-testid="stSlider"] [role="slider"]').first
+            thumb.focus()
+            thumb.press("End")  # to +3 in one key press (each press reruns the script)
+            end = time.time() + 20
+            while img.get_attribute("src") == src and time.time() < end:
+                time.sleep(0.2)
+            assert img.get_attribute("src") != src, "moving the first z slider did not change the image"
+            settle(page)
+            link = page.locator('[data-testid="stMain"] [data-testid="stCode"] code').first.inner_text().strip()
+            assert link.startswith(f"{server}/style?") and "y=3" in link and "z=" in link, link
+            assert page.url == link, (page.url, link)  # the address bar holds the same view
+            pixels = rendered_pixels(img)
+            shoot(page, shots_dir(tmp_path) / "style-linked-from.png")
+
+            other = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()  # no shared state
+            open_page(other, link)
+            copy = other.locator('[data-testid="stMain"] [data-testid="stImage"] img').first
+            assert rendered_pixels(copy) == pixels, "the link did not reproduce the decoded image"
+            label = other.locator('[data-testid="stSlider"]').first.inner_text()
+            assert "3.00" in label, label  # the moved slider, the first one shown
+            shoot(other, shots_dir(tmp_path) / "style-linked-to.png")
+        finally:
+            browser.close()

@@ -106,3 +106,21 @@ def test_shipped_runs_load_with_their_sizes():
         assert m.x_dim == data["x_dim"] and m.image_shape == tuple(data["image_shape"])
         m2 = m.m2 if hasattr(m, "m2") else m
         assert generate.z_dim(m) == m2.decoder[0].in_features - data["num_classes"]
+
+
+def test_interpolations_start_and_end_at_their_endpoints():
+    import torch
+
+    from ssvae_core.models import M2, ModelConfig
+
+    torch.manual_seed(0)
+    model = M2(64, 3, ModelConfig(kind="m2", hidden=[16], z_dim=4))
+    za, zb = np.zeros(4, np.float32), np.full(4, 2.0, np.float32)
+    path = generate.interpolate_z(model, za, zb, 1, steps=5)
+    assert path.shape == (5, 8, 8)
+    assert np.allclose(path[0], generate.decode(model, za[None], [1])[0])
+    assert np.allclose(path[-1], generate.decode(model, zb[None], [1])[0])
+    ys = generate.interpolate_y(model, zb, 0, 2, steps=4)
+    assert np.allclose(ys[0], generate.decode(model, zb[None], [0])[0])
+    assert np.allclose(ys[-1], generate.decode(model, zb[None], [2])[0])
+    assert not np.allclose(ys[1], ys[0]) and not np.allclose(ys[1], ys[-1])  # a mix in between

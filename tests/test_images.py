@@ -139,3 +139,49 @@ def test_canvas():
     _check_mnist_like(images.preprocess_canvas(rgba, MNIST))
     with pytest.raises(ValueError, match="empty"):
         images.preprocess_canvas(np.zeros((280, 280, 4), dtype=np.uint8), MNIST)
+
+
+def gradient_photo(size: int = 1000, seed: int = 0) -> Image.Image:
+    """A photographed '7': dark ink off-centre on paper lit unevenly (a gradient from 110 to 245 grey across the
+    sheet, a little warm and noisy), as an RGB JPEG would give."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    paper = 110 + 135 * (0.6 * xx + 0.4 * yy)
+    rgb = np.stack([paper, paper * 0.97, paper * 0.9], -1)
+    rgb += np.random.default_rng(seed).normal(0, 3, rgb.shape)
+    img = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
+    d = ImageDraw.Draw(img)
+    d.line([(180, 200), (520, 200), (330, 640)], fill=(40, 40, 50), width=45, joint="curve")  # in the darker corner
+    return img
+
+
+def test_photo_on_a_gradient_comes_out_centred_like_mnist():
+    photo = gradient_photo()
+    assert photo.size == (1000, 1000)
+    v = images.preprocess_upload(png(photo, "JPEG", quality=90), MNIST)
+    img = v.reshape(28, 28)
+    assert v.shape == (784,) and img.max() > 0.9
+    assert img[0].max() < 0.05 and img[:, 0].max() < 0.05 and img[:, -1].max() < 0.05  # black paper
+    ys, xs = np.nonzero(img > 0.05)
+    assert 18 <= max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 <= 21  # the digit fills the 20×20 box
+    cy = (np.arange(28)[:, None] * img).sum() / img.sum()
+    cx = (np.arange(28)[None, :] * img).sum() / img.sum()
+    assert abs(cy - 13.5) < 1.0 and abs(cx - 13.5) < 1.0  # centred by mass, as MNIST
+    assert (img > 0.5).mean() < 0.25  # the paper is black, not a grey wash
+    clean = Image.new("RGB", (1000, 1000), (255, 255, 255))  # the same '7' on evenly lit paper
+    ImageDraw.Draw(clean).line([(180, 200), (520, 200), (330, 640)], fill=(40, 40, 50), width=45, joint="curve")
+    ref = images.preprocess_upload(png(clean), MNIST)
+    assert np.corrcoef(v, ref)[0, 1] > 0.9
+
+
+def test_ink_map_removes_shading_and_keeps_evenly_lit_images():
+    grey = np.zeros((40, 40))
+    grey[10:30, 18:22] = 1.0
+    assert images.ink_map(grey) is grey  # light ink on even black: as it is
+    assert np.array_equal(images.ink_map(1.0 - grey), grey)  # dark ink on even white: inverted
+    ramp = grey + np.linspace(0, 0.5, 40)[None, :]  # light ink, dark paper with a shading across it
+    ink = images.ink_map(ramp)
+    assert ink[:, :5].max() < 0.15 and ink[:, -5:].max() < 0.15 and ink[15, 20] > 0.6
+    paper = np.linspace(0.5, 1.0, 40)[None, :].repeat(40, 0)  # dark ink, light paper lit from the right
+    paper[10:30, 18:22] *= 0.2
+    ink = images.ink_map(paper)
+    assert ink[:, :5].max() < 0.15 and ink[:, -5:].max() < 0.15 and ink[15, 20] > 0.7

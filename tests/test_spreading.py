@@ -1,0 +1,37 @@
+"""M1 + label spreading: labels spread over the kNN graph of M1's latent means, unlabelled images included."""
+
+import numpy as np
+
+from ssvae_core import spreading
+from ssvae_core.train import Trainer, fit_latent_classifier
+from tests.test_train import small_cfg
+
+
+def two_moons(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two interleaved half circles: a shape a nearest-labelled-point rule gets wrong and spreading gets right."""
+    from sklearn.datasets import make_moons
+
+    return make_moons(n, noise=0.05, random_state=seed)
+
+
+def test_spread_follows_the_unlabelled_structure():
+    z, y = two_moons()
+    lab = np.array([int(np.flatnonzero(y == 0)[0]), int(np.flatnonzero(y == 1)[0])])  # one label per class
+    pred = spreading.spread(z[:300], lab, y[lab], z[300:], k=7, alpha=0.2)
+    assert pred.shape == (400,)
+    assert (pred == y).mean() > 0.97
+    knn = fit_latent_classifier("knn", z[lab], y[lab]).predict(z)  # labelled points only
+    assert (knn == y).mean() < 0.9
+
+
+def test_spreading_error_on_a_small_m1(digits):
+    trainer = Trainer(small_cfg("m1", epochs=8), digits)
+    list(trainer.epochs())
+    feats = spreading.latent_means(trainer.model, digits)
+    assert [len(f) for f in feats] == [len(digits.y_train), len(digits.y_val), len(digits.y_test)]
+    assert feats[0].shape[1] == feats[2].shape[1] <= trainer.model.z_dim
+    r = spreading.spreading_error(trainer.model, digits, 50, 0, features=feats)
+    assert r["labels"] == 50 and r["seed"] == 0
+    assert 0.0 <= r["test_error"] < 60.0 and 0.0 <= r["val_error"] < 60.0  # chance is 90%
+    again = spreading.spreading_error(trainer.model, digits, 50, 0)
+    assert again["test_error"] == r["test_error"]  # deterministic: the same draw, the same graph
