@@ -348,7 +348,7 @@ def load_resume(run_dir: str | Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path}: not a loadable resume file ({type(exc).__name__}).") from None
-    need = {"stage", "epoch", "model", "optimizer", "rng", "history", "best", "best_state"}
+    need = {"stage", "epoch", "model", "optimizer", "rng", "history", "best", "stage_best"}
     if not isinstance(state, dict) or not need <= set(state):
         raise CheckpointError(f"{path}: not a resume state of an ssvae run.")
     return state

@@ -210,7 +210,8 @@ class Trainer:
         if resume is not None:
             self.history = list(resume["history"])
             self.best = dict(resume["best"])
-            self.best_state = resume["best_state"]
+            # the run's best so far is its own stage's best (the M1 stage of M1+M2 has none yet)
+            self.best_state = resume["stage_best"] if resume["stage"] == self.cfg.model.kind else None
             self.wall_seconds = float(resume["wall_seconds"])
             self.cfg.model.z1_active = int(resume.get("z1_active", self.cfg.model.z1_active))
 
@@ -384,7 +385,7 @@ class Trainer:
             "model": _cpu(st.model.state_dict()), "optimizer": copy.deepcopy(st.opt.state_dict()),
             "averaged": _cpu(st.averaged.state_dict()) if st.averaged is not None else None,
             "stage_best": _cpu(st.best_state) if st.best_state is not None else None,
-            "best": dict(self.best), "best_state": _cpu(self.best_state) if self.best_state is not None else None,
+            "best": dict(self.best),
             "history": copy.deepcopy(self.history), "wall_seconds": self.wall_seconds,
             "z1_active": self.cfg.model.z1_active, "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
