@@ -200,7 +200,7 @@ class Job:
                     message = (f"Stopped in epoch {p['epoch']} after {p['batches']} of {p['steps']} batches. "
                                + (f"No epoch had finished, so the saved model is that partial epoch "
                                   f"(validation error {b['val_error']:.2f}%) in {self.run_dir}."
-                                  if trainer.best["epoch"] == p["epoch"] else
+                                  if trainer.kept_partial else
                                   message + " The partial epoch is not kept; Resume goes on from the last "
                                             "finished one."))
             except (CheckpointError, OSError) as exc:

@@ -95,7 +95,7 @@ def run_training(cfg: TrainConfig, data: Dataset, out: str | Path, m1_run: str |
     if trainer.partial is not None:
         p = trainer.partial
         print(f"Stopped in epoch {p['epoch']} after {p['batches']} of {p['steps']} batches"
-              + ("; no epoch had finished, so that partial epoch is what is saved." if trainer.resume_state is None
+              + ("; no epoch had finished, so that partial epoch is what is saved." if trainer.kept_partial
                  else "; that partial epoch is not kept (resume goes on from the last finished epoch)."),
               file=sys.stderr)
     save_trainer(trainer, out, half=half, extra=extra)

@@ -215,6 +215,12 @@ class Trainer:
             self.wall_seconds = float(resume["wall_seconds"])
             self.cfg.model.z1_active = int(resume.get("z1_active", self.cfg.model.z1_active))
 
+    @property
+    def kept_partial(self) -> bool:
+        """Whether the model kept is a partial epoch: stopped inside the first epoch of the run's own model (then
+        that epoch is recorded, marked incomplete; else a partial epoch is dropped)."""
+        return self.partial is not None and bool(self.history) and not self.history[-1]["complete"]
+
     def stop(self) -> None:
         """Ask the run to end after the current batch; the best state so far is kept."""
         self._stop.set()
