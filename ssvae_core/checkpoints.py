@@ -100,9 +100,13 @@ def _read_weights(weights: Path) -> dict[str, torch.Tensor]:
                                   "tensors), so it was not loaded.") from None
         raise CheckpointError(f"{weights} is not a PyTorch weights file (its bytes are in no format torch saves), "
                               "so it was not loaded.") from None
-    except EOFError:
-        raise CheckpointError(f"{weights} is empty or cut short, so it was not loaded.") from None
-    except Exception as exc:  # truncated or damaged zip archive, unreadable file, …
+    except Exception as exc:  # empty, truncated or damaged, unreadable, random bytes, …
+        if weights.is_file() and weights.stat().st_size and not _looks_pickled(weights):
+            # what torch trips on then depends on the stray bytes; the answer does not
+            raise CheckpointError(f"{weights} is not a PyTorch weights file (its bytes are in no format torch saves), "
+                                  "so it was not loaded.") from None
+        if isinstance(exc, EOFError):
+            raise CheckpointError(f"{weights} is empty or cut short, so it was not loaded.") from None
         if "zip archive" in str(exc):
             raise CheckpointError(f"{weights} is damaged or cut short (its zip archive cannot be read), so it was "
                                   "not loaded.") from None

@@ -160,7 +160,7 @@ def test_list_runs_validates_the_weights(tmp_path, trained):
     root = tmp_path / "checkpoints"
     good = save_trainer(trained, root / "good")
     random_bytes = save_trainer(trained, root / "random")
-    (random_bytes / WEIGHTS).write_bytes(os.urandom(20000))
+    (random_bytes / WEIGHTS).write_bytes(b"\x13" + os.urandom(19999))  # not the 2-byte start of a pickle or zip
     _rehash(random_bytes)  # run.json vouches for the random bytes: the hash check passes, loading does not
     altered = save_trainer(trained, root / "altered")
     (altered / WEIGHTS).write_bytes((altered / WEIGHTS).read_bytes()[:-10])
@@ -180,6 +180,27 @@ def test_list_runs_validates_the_weights(tmp_path, trained):
     (good / WEIGHTS).write_bytes(b"\x80\x02junk")
     row = next(r for r in list_runs(root) if r["name"] == "good")
     assert not row["ok"] and "contents do not match" in row["error"]
+
+
+def test_random_bytes_are_never_taken_for_weights(tmp_path):
+    """Whatever torch's unpickler trips on in random bytes (which varies with the bytes), the message is the same."""
+    import random
+
+    from ssvae_core.checkpoints import _read_weights
+
+    gen = random.Random(0)
+    path = tmp_path / WEIGHTS
+    messages = set()
+    for _ in range(200):
+        data = bytes(gen.getrandbits(8) for _ in range(gen.choice([1, 7, 300, 5000])))
+        if data[:1] in (b"\x80", b"P"):  # could be the start of a pickle or zip archive: another message
+            continue
+        path.write_bytes(data)
+        with pytest.raises(CheckpointError) as err:
+            _read_weights(path)
+        messages.add(str(err.value))
+    assert messages == {f"{path} is not a PyTorch weights file (its bytes are in no format torch saves), so it was "
+                        "not loaded."}
 
 
 def test_list_runs_hashes_and_loads_each_file_version_once(tmp_path, trained, monkeypatch):
