@@ -265,7 +265,7 @@ def _random_weights(run: Path) -> None:
     import json
     import os
 
-    data = os.urandom(20000)
+    data = b"\x13" + os.urandom(19999)
     (run / "model.pt").write_bytes(data)
     meta = json.loads((run / "run.json").read_text())
     meta["weights"]["sha256"] = hashlib.sha256(data).hexdigest()
@@ -298,7 +298,7 @@ def test_broken_runs_are_shown_broken_and_never_used(monkeypatch, ckpt_root, tmp
     picked = str(root / "m2-digits-z12")
     at.selectbox(key="sx_run").set_value(picked).run()
     assert at.session_state["active_run"] == picked
-    (root / "m2-digits-z12" / "model.pt").write_bytes(os.urandom(3000))
+    (root / "m2-digits-z12" / "model.pt").write_bytes(b"\x13" + os.urandom(2999))
     at.run()
     assert_clean(at, "style")
     assert at.session_state["active_run"] != picked

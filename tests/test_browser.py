@@ -57,7 +57,7 @@ def random_weights_run(src: Path, dst: Path) -> Path:
     import shutil
 
     shutil.copytree(src, dst)
-    data = os.urandom(20000)
+    data = b"\x13" + os.urandom(19999)
     (dst / "model.pt").write_bytes(data)
     meta = json.loads((dst / "run.json").read_text())
     meta["weights"]["sha256"] = hashlib.sha256(data).hexdigest()

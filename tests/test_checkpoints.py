@@ -124,7 +124,7 @@ def test_refused_pickle_never_echoes_torchs_advice(run_dir, tmp_path, monkeypatc
 
 
 def test_other_unloadable_files_get_plain_reasons(run_dir):
-    for data, words in [(os.urandom(5000), "is not a PyTorch weights file"), (b"", "is empty or cut short"),
+    for data, words in [(b"\x13" + os.urandom(4999), "is not a PyTorch weights file"), (b"", "is empty or cut short"),
                         ((run_dir / WEIGHTS).read_bytes()[:3000], "is damaged or cut short")]:
         (run_dir / WEIGHTS).write_bytes(data)
         _rehash(run_dir)
