@@ -65,12 +65,13 @@ def batch_key(cfg: TrainConfig) -> str:
     return json.dumps({k: v for k, v in cfg.to_dict().items() if k not in VARYING}, sort_keys=True)
 
 
-def group_runs(cfgs: list[TrainConfig], has_m1: bool = False) -> list[list[int]]:
-    """Indices of `cfgs` grouped into batches of runs with equal batch_key, in first-seen order; a run that
-    cannot be batched (see can_batch) is a group of its own."""
-    groups: dict[str, list[int]] = {}
+def group_runs(cfgs: list[TrainConfig], has_m1: list[bool] | None = None, also: list | None = None) -> list[list[int]]:
+    """Indices of `cfgs` grouped into batches of runs with equal batch_key (and equal `also[i]`, e.g. the M1 they
+    start from and the epoch they resume at), in first-seen order; a run that cannot be batched (can_batch, with
+    `has_m1[i]`) is a group of its own."""
+    groups: dict[tuple, list[int]] = {}
     for i, cfg in enumerate(cfgs):
-        key = batch_key(cfg) if can_batch(cfg, has_m1) else f"alone {i}"
+        key = (batch_key(cfg), repr(also[i]) if also else "") if can_batch(cfg, bool(has_m1 and has_m1[i])) else (i,)
         groups.setdefault(key, []).append(i)
     return list(groups.values())
 
