@@ -232,6 +232,7 @@ class BatchedTrainer:
         while self.epoch < cfg.epochs:
             t0 = time.perf_counter()
             sums, done = self.run_epoch(steps, q_z1, on_batch)
+            sums = {k: v.cpu() for k, v in sums.items()}  # waits for the device: the epoch's time is all in
             if done < steps:
                 self.stopped = True
                 if done:

@@ -206,3 +206,12 @@ def test_reproduce_batched_writes_the_same_table_and_reusable_folders(tmp_path, 
     assert again.count("finished earlier") == 4 and "runs together" not in again
     assert again.split("model chosen on validation")[1] == table
     assert main([*args, "--ray"]) == 2
+
+
+def test_bench_batched_times_both_ways(digits, monkeypatch):
+    from ssvae_core import bench, recipes
+
+    monkeypatch.setitem(recipes.RECIPE, "m2", {**recipes.RECIPE["m2"], "hidden": [32]})
+    r = bench.bench_batched("m2", digits, "cpu", 50, 2, 1)
+    assert r["runs"] == 2 and r["one_by_one"] > 0 and r["batched"] > 0
+    assert r["gflops_batched"] / r["gflops_one_by_one"] == pytest.approx(r["one_by_one"] / r["batched"])
