@@ -80,6 +80,7 @@ class RunRandom:
     """One run's random state (CPU, and CUDA when it trains there), made torch's own while that run draws."""
 
     def __init__(self, device: torch.device, cpu: torch.Tensor | None = None, cuda: torch.Tensor | None = None):
+        """The given states, or torch's current ones (right after the run's model was built from its seed)."""
         self.device = device
         self.cpu = torch.get_rng_state() if cpu is None else cpu
         self.cuda = None
@@ -104,6 +105,7 @@ class _LossCall(nn.Module):
     """A model with one of its loss methods as forward, for torch.func.functional_call."""
 
     def __init__(self, model: nn.Module, method: str):
+        """Call model.<method> on forward."""
         super().__init__()
         self.model, self.method = model, method
 
@@ -123,6 +125,8 @@ class BatchedTrainer:
 
     def __init__(self, cfgs: list[TrainConfig], data: Dataset, m1_state: dict | None = None,
                  resumes: list[dict] | None = None):
+        """The runs of `cfgs` (differing only in seed and init) built as their Trainers would build them, from
+        `m1_state` for M1+M2, or going on from `resumes` (their resume states, all at the same epoch)."""
         if not cfgs:
             raise ValueError("A batch needs at least one run.")
         if len({batch_key(c) for c in cfgs}) > 1:
