@@ -257,9 +257,11 @@ class M1M2(nn.Module):
                 eps: tuple[torch.Tensor, ...] | None = None) -> dict[str, torch.Tensor]:
         """M2's J^alpha on z1 sampled afresh from given q(z1|x) parameters (rows of q_z1), e.g. computed once;
         `eps`: (z1 noise of the labelled rows, of the unlabelled rows, then M2's two) in the order drawn when None."""
-        e = eps if eps is not None else (None, None, None, None)
-        return self.m2.loss(reparameterise(*q_l.chunk(2, -1), e[0]), y_l, reparameterise(*q_u.chunk(2, -1), e[1]),
-                            beta, kl_weight, lab_weight, eps=None if eps is None else (e[2], e[3]))
+        if eps is None:  # the one-by-one path: every draw made here, the call unchanged
+            return self.m2.loss(reparameterise(*q_l.chunk(2, -1)), y_l, reparameterise(*q_u.chunk(2, -1)), beta,
+                                kl_weight, lab_weight)
+        return self.m2.loss(reparameterise(*q_l.chunk(2, -1), eps[0]), y_l, reparameterise(*q_u.chunk(2, -1), eps[1]),
+                            beta, kl_weight, lab_weight, eps=(eps[2], eps[3]))
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(y|z1) at z1 = E[z1|x]."""
