@@ -9,21 +9,27 @@ measured float32 matmul throughput. Each model has the hidden sizes of its `repr
 MNIST) on each label draw and prints, per epoch, the wall seconds so far and the validation and test error, then
 the epoch and wall time at which validation error first reached the model's target (TARGETS), beside the matmul
 throughput measured in the same run, so runs on different machines or days compare as ratios.
+
+`python -m ssvae_core bench --batched R` times one epoch of R runs of M2 and of M1+M2 (each from the same untrained
+M1, every z1 unit kept: timing only) trained one by one, then the same R runs stacked in one batch (batched.py),
+and prints both, the speed-up and the GFLOP/s of each.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ssvae_core.batched import BatchedTrainer
 from ssvae_core.checkpoints import start_m1
 from ssvae_core.data import load_dataset
-from ssvae_core.flags import add_data_args
-from ssvae_core.models import ModelConfig
+from ssvae_core.flags import add_data_args, at_least
+from ssvae_core.models import M1, ModelConfig
 from ssvae_core.recipes import RECIPE, SHIPPED_M1, TARGETS, recipe_settings
 from ssvae_core.train import TrainConfig, Trainer, resolve_device
 
@@ -66,6 +72,29 @@ def bench_model(kind: str, data, device: str, labels: int, epochs: int) -> dict:
     steps_per_s = rec["images_per_s"] / cfg.batch_size
     return {"model": kind, "seconds_per_epoch": rec["seconds"], "images_per_s": rec["images_per_s"],
             "gflops": flops * steps_per_s / 1e9}
+
+
+def bench_batched(kind: str, data, device: str, labels: int, runs: int, epochs: int) -> dict:
+    """Seconds of one epoch (the last of `epochs`, training steps only) of `runs` runs of `kind` with the recipe's
+    sizes, one after another and batched, and the matmul GFLOP/s each reaches."""
+    model = ModelConfig(kind=kind, hidden=RECIPE[kind]["hidden"])
+    cfgs = [TrainConfig(model=ModelConfig(**vars(model)), dataset=data.name, labels=labels, seed=seed, epochs=epochs,
+                        device=device, active_threshold=0.0) for seed in range(runs)]
+    m1_state = None
+    if kind == "m1m2":  # timing only: an untrained M1 shared by every run
+        torch.manual_seed(0)
+        m1_state = M1(data.x_dim, model, tuple(data.image_shape)).state_dict()
+    one_by_one = 0.0
+    for cfg in cfgs:
+        trainer = Trainer(cfg, data, m1_state=m1_state)
+        one_by_one += list(trainer.epochs())[-1]["seconds"]
+    batch = BatchedTrainer(cfgs, data, m1_state=m1_state)
+    batched = list(batch.epochs())[-1][0]["seconds"] * runs  # each run's record holds its 1/R share
+    steps = math.ceil(len(trainer.unl_idx) / cfgs[0].batch_size)
+    flops = runs * steps * step_flops(trainer, trainer.lab_idx[: cfgs[0].labelled_batch],
+                                      trainer.unl_idx[: cfgs[0].batch_size])
+    return {"model": kind, "runs": runs, "one_by_one": one_by_one, "batched": batched,
+            "gflops_one_by_one": flops / one_by_one / 1e9, "gflops_batched": flops / batched / 1e9}
 
 
 def to_target(kind: str, data, labels: int, seed: int, device: str, m1_run: str | None, until_target: bool,
@@ -127,6 +156,16 @@ def cmd_bench(a: argparse.Namespace) -> int:
     print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"dataset {data.name} ({len(data.x_train)} training images), {a.labels} labels")
     print(f"measured float32 matmul throughput: {peak:.1f} GFLOP/s")
+    if a.batched:
+        print(f"{a.batched} runs of each model, one epoch each (the last of {a.epochs}), training steps only:")
+        print(f"{'model':<8}{'runs':>5}{'one by one s':>14}{'batched s':>11}{'speed-up':>10}{'GFLOP/s':>9}"
+              f"{'batched':>9}")
+        for kind in (a.models or "m2,m1m2").split(","):
+            r = bench_batched(kind, data, a.device, a.labels, a.batched, a.epochs)
+            print(f"{kind:<8}{r['runs']:>5}{r['one_by_one']:>14.2f}{r['batched']:>11.2f}"
+                  f"{r['one_by_one'] / r['batched']:>9.2f}x{r['gflops_one_by_one']:>9.1f}{r['gflops_batched']:>9.1f}",
+                  flush=True)
+        return 0
     print(f"{'model':<8}{'s/epoch':>10}{'images/s':>12}{'GFLOP/s':>10}{'of peak':>9}")
     for kind in (a.models or "m1,m2,m1m2").split(","):
         r = bench_model(kind, data, a.device, a.labels, a.epochs)
@@ -147,5 +186,8 @@ def add_parser(sub) -> None:
     p.add_argument("--seeds", default="5,6,7", help="--to-target: label draws (not the ones recipes are tuned on)")
     p.add_argument("--until-target", action="store_true", help="--to-target: stop each run at its target")
     p.add_argument("--fresh-m1", action="store_true", help="--to-target: M1+M2 trains its M1 first")
+    p.add_argument("--batched", type=at_least(2), default=None, metavar="R",
+                   help="time one epoch of R runs of M2 and M1+M2 one by one, then the same R runs batched "
+                        "(reproduce --batched)")
     add_data_args(p)
     p.set_defaults(func=cmd_bench)

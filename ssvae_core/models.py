@@ -51,9 +51,10 @@ def mlp(sizes: list[int], activation: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def reparameterise(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """z = mu + sigma * eps, eps ~ N(0, I) (the reparameterisation trick, paper eq. 10)."""
-    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+def reparameterise(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+    """z = mu + sigma * eps, eps ~ N(0, I) (the reparameterisation trick, paper eq. 10); eps is drawn here unless
+    given (batched training draws each run's noise itself, see batched.py)."""
+    return mu + torch.exp(0.5 * logvar) * (torch.randn_like(mu) if eps is None else eps)
 
 
 def kl_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -150,29 +151,34 @@ class M2(nn.Module):
         mu, logvar = out.chunk(2, dim=-1)
         return log_gaussian(x, mu, logvar.clamp(-12.0, 8.0))
 
-    def elbo_labelled(self, x: torch.Tensor, y: torch.Tensor, kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
-        """L(x,y) = E_q(z|x,y)[log p(x|y,z)] + log p(y) - KL(q(z|x,y) || p(z)) (paper eq. 6), y one-hot."""
-        return self._bound(x, y, *self.encoder(torch.cat([x, y], -1)), kl_weight)
+    def elbo_labelled(self, x: torch.Tensor, y: torch.Tensor, kl_weight: float = 1.0,
+                      eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """L(x,y) = E_q(z|x,y)[log p(x|y,z)] + log p(y) - KL(q(z|x,y) || p(z)) (paper eq. 6), y one-hot; `eps`: the
+        noise of z (drawn if None)."""
+        return self._bound(x, y, *self.encoder(torch.cat([x, y], -1)), kl_weight, eps)
 
     def _bound(self, x: torch.Tensor, y: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-               kl_weight: float) -> dict[str, torch.Tensor]:
+               kl_weight: float, eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """L(x,y) (paper eq. 6) given q(z|x,y) = N(mu, exp(logvar)); kl_weight < 1 only during KL warm-up."""
-        log_px = self.log_px(x, reparameterise(mu, logvar), y)
+        log_px = self.log_px(x, reparameterise(mu, logvar, eps), y)
         kl_z = kl_normal(mu, logvar)
         log_py = -math.log(self.num_classes)
         return {"elbo": log_px + log_py - kl_weight * kl_z, "log_px": log_px, "kl_z": kl_z}
 
-    def elbo_every_class(self, x: torch.Tensor, kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
-        """L(x,y) (paper eq. 6) and its terms for every class y at once, each b×K, in one pass."""
+    def elbo_every_class(self, x: torch.Tensor, kl_weight: float = 1.0,
+                         eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """L(x,y) (paper eq. 6) and its terms for every class y at once, each b×K, in one pass; `eps`: the noise of
+        z, K*b rows class-major (drawn if None)."""
         b, k = x.shape[0], self.num_classes
         x_rep = x.repeat(k, 1)  # class-major: rows [c*b:(c+1)*b] carry class c
         y_rep = F.one_hot(torch.arange(k, device=x.device).repeat_interleave(b), k).to(x.dtype)
-        bound = self._bound(x_rep, y_rep, *self.encoder.every_class(x, k), kl_weight)
+        bound = self._bound(x_rep, y_rep, *self.encoder.every_class(x, k), kl_weight, eps)
         return {n: t.view(k, b).t() for n, t in bound.items()}
 
-    def elbo_unlabelled(self, x: torch.Tensor, kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
+    def elbo_unlabelled(self, x: torch.Tensor, kl_weight: float = 1.0,
+                        eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """U(x) = sum_y q(y|x) L(x,y) + H(q(y|x)) (paper eq. 7), the exact sum over all K classes in one pass."""
-        terms = self.elbo_every_class(x, kl_weight)
+        terms = self.elbo_every_class(x, kl_weight, eps)
         log_qy = F.log_softmax(self.classifier(x), -1)
         qy = log_qy.exp()
         entropy = -(qy * log_qy).sum(-1)
@@ -182,11 +188,15 @@ class M2(nn.Module):
         return out
 
     def loss(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, beta: float,
-             kl_weight: float = 1.0, lab_weight: float = 1.0) -> dict[str, torch.Tensor]:
-        """J^alpha per example: -lab_weight * mean L(x,y) - mean U(x) + beta * mean[-log q(y|x)] (paper eq. 9)."""
+             kl_weight: float = 1.0, lab_weight: float = 1.0,
+             eps: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """J^alpha per example: -lab_weight * mean L(x,y) - mean U(x) + beta * mean[-log q(y|x)] (paper eq. 9);
+        `eps`: the noise of z for the labelled rows and for the K*len(x_u) unlabelled ones, in the order they are
+        drawn when None."""
+        eps_l, eps_u = eps if eps is not None else (None, None)
         y_onehot = F.one_hot(y_l, self.num_classes).to(x_l.dtype)
-        lab = self.elbo_labelled(x_l, y_onehot, kl_weight)
-        unl = self.elbo_unlabelled(x_u, kl_weight)
+        lab = self.elbo_labelled(x_l, y_onehot, kl_weight, eps_l)
+        unl = self.elbo_unlabelled(x_u, kl_weight, eps_u)
         ce = F.cross_entropy(self.classifier(x_l), y_l)
         loss = -lab_weight * lab["elbo"].mean() - unl["elbo"].mean() + beta * ce
         n_l, n_u = len(x_l), len(x_u)
@@ -243,10 +253,15 @@ class M1M2(nn.Module):
         return self.loss_z1(self.q_z1(x_l), y_l, self.q_z1(x_u), beta, kl_weight, lab_weight)
 
     def loss_z1(self, q_l: torch.Tensor, y_l: torch.Tensor, q_u: torch.Tensor, beta: float,
-                kl_weight: float = 1.0, lab_weight: float = 1.0) -> dict[str, torch.Tensor]:
-        """M2's J^alpha on z1 sampled afresh from given q(z1|x) parameters (rows of q_z1), e.g. computed once."""
-        return self.m2.loss(reparameterise(*q_l.chunk(2, -1)), y_l, reparameterise(*q_u.chunk(2, -1)), beta,
-                            kl_weight, lab_weight)
+                kl_weight: float = 1.0, lab_weight: float = 1.0,
+                eps: tuple[torch.Tensor, ...] | None = None) -> dict[str, torch.Tensor]:
+        """M2's J^alpha on z1 sampled afresh from given q(z1|x) parameters (rows of q_z1), e.g. computed once;
+        `eps`: (z1 noise of the labelled rows, of the unlabelled rows, then M2's two) in the order drawn when None."""
+        if eps is None:  # the one-by-one path: every draw made here, the call unchanged
+            return self.m2.loss(reparameterise(*q_l.chunk(2, -1)), y_l, reparameterise(*q_u.chunk(2, -1)), beta,
+                                kl_weight, lab_weight)
+        return self.m2.loss(reparameterise(*q_l.chunk(2, -1), eps[0]), y_l, reparameterise(*q_u.chunk(2, -1), eps[1]),
+                            beta, kl_weight, lab_weight, eps=(eps[2], eps[3]))
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(y|z1) at z1 = E[z1|x]."""

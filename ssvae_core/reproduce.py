@@ -4,6 +4,7 @@ python -m ssvae_core reproduce --models m2,m1m2 --labels 100 --seeds 0,1,2 --out
 M1+M2 runs share one M1 (unsupervised, label-free): on MNIST the shipped one, else (or with --fresh-m1) one trained
 once into OUT/m1. A run that was stopped or interrupted goes on from its last finished epoch.
 --restarts K trains K initialisations of each label draw and keeps the one with the lowest validation error.
+--batched trains the runs of each model and N (seeds × restarts) together, their weights stacked (batched.py).
 Unless given as flags, epochs, learning rates and hidden sizes come from the model's recipe (ssvae_core/recipes.py).
 """
 
@@ -14,13 +15,14 @@ import statistics
 import time
 from pathlib import Path
 
-from ssvae_core.checkpoints import DONE, read_meta, run_state, wall
+from ssvae_core.batched import group_runs
+from ssvae_core.checkpoints import DONE, load_resume, read_meta, run_state, wall
 from ssvae_core.cluster import Job, import_ray, train_on_ray
 from ssvae_core.data import Dataset, load_dataset
 from ssvae_core.errors import CheckpointError
 from ssvae_core.flags import add_train_args, at_least, config_from_args
 from ssvae_core.recipes import M1_EPOCHS, MODEL_NAMES, PAPER, SHIPPED_M1, recipe
-from ssvae_core.runner import train_or_resume
+from ssvae_core.runner import resumable, run_batch_training, train_or_resume
 
 LABEL = MODEL_NAMES
 
@@ -107,14 +109,58 @@ def _stopped() -> int:
     return 1
 
 
-def train_here(data: Dataset, m1_job: Job | None, jobs: list[Job], half: bool) -> dict[Path, dict] | None:
-    """Train the shared M1 (if any), then every job, one after another; their run.json by folder (None: stopped)."""
+def resumes_at(run_dir: Path) -> tuple | None:
+    """(stage, epoch, optimiser steps) a run goes on from, or None when it starts afresh."""
+    if not resumable(run_dir):
+        return None
+    state = load_resume(run_dir)
+    return state["stage"], int(state["epoch"]), int(state["updates"])
+
+
+def batches(jobs: list[Job]) -> list[list[Job]]:
+    """The jobs that train together under --batched: same model, sizes, N and schedule (batched.group_runs), the
+    same M1, and the same epoch to go on from; M1, supervised and one-of-a-kind runs come alone."""
+    groups = group_runs([j.cfg for j in jobs], [j.m1_run is not None for j in jobs],
+                        [(j.m1_run, resumes_at(j.run_dir)) for j in jobs])
+    return [[jobs[i] for i in g] for g in groups]
+
+
+def train_batch(data: Dataset, group: list[Job], half: bool) -> dict[Path, dict] | None:
+    """Train a group of jobs together with stacked weights; their run.json by folder (None: stopped)."""
+    print(f"== {len(group)} runs together (batched): " + "; ".join(j.what for j in group))
+    for job in group:
+        print(f"   -> {job.run_dir}")
+    resume = resumes_at(group[0].run_dir) is not None
+    if resume:
+        print("   resuming them from their last finished epoch", flush=True)
+    t0 = time.time()
+    got = run_batch_training([j.cfg for j in group], data, [j.run_dir for j in group], m1_run=group[0].m1_run,
+                             half=half, resume=resume)
+    if any(meta is None or meta.get("stopped") for meta in got):
+        return None
+    for job, meta in zip(group, got, strict=True):
+        print(f"   {job.what}: test error {meta['best']['test_error']:.2f}%")
+    print(f"   done in {time.time() - t0:.0f}s")
+    return {job.run_dir: meta for job, meta in zip(group, got, strict=True)}
+
+
+def train_here(data: Dataset, m1_job: Job | None, jobs: list[Job], half: bool,
+               batched: bool = False) -> dict[Path, dict] | None:
+    """Train the shared M1 (if any), then every job, one after another (`batched`: each batch of jobs together);
+    their run.json by folder (None: stopped)."""
     if m1_job is not None:
         print(f"== M1 (shared by every M1+M2 run) -> {m1_job.run_dir}")
         if train_or_resume(m1_job.cfg, data, m1_job.run_dir).get("stopped"):
             return None
     metas = {}
-    for job in jobs:
+    for group in batches(jobs) if batched else [[job] for job in jobs]:
+        if len(group) > 1:
+            done = train_batch(data, group, half)
+            if done is None:
+                return None
+            metas.update(done)
+            continue
+        job = group[0]
         print(f"== {job.what} -> {job.run_dir}")
         t0 = time.time()
         meta = train_or_resume(job.cfg, data, job.run_dir, m1_run=job.m1_run, half=half)
@@ -147,6 +193,9 @@ def _row(model: str, n: int, seed: int, runs: list[tuple[Path, dict]], m1: Path 
 
 
 def cmd_reproduce(a: argparse.Namespace) -> int:
+    if a.ray is not None and a.batched:
+        print("--batched trains in this process; it does not combine with --ray.")
+        return 2
     if a.ray is not None and import_ray() is None:
         return 2
     out = Path(a.out)
@@ -186,7 +235,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
                     dirs.append(run_dir)
                 draws.append((model, n, seed, dirs))
     if a.ray is None or not (jobs or m1_job):  # nothing to train: no Ray to start
-        metas = train_here(data, m1_job, jobs, a.half)
+        metas = train_here(data, m1_job, jobs, a.half, a.batched)
     else:
         metas = train_on_ray(a.ray or None, a.ray_workers, data, m1_job, jobs, a.half)
     if metas is None:
@@ -219,6 +268,12 @@ def add_parser(sub) -> None:
                         "on the cluster at ADDRESS (e.g. auto or ray://HOST:10001); a cluster needs --out and the "
                         "data on a filesystem every node sees, and ssvae installed on every node. Needs pip install "
                         "-r requirements-ray.txt")
+    p.add_argument("--batched", action="store_true",
+                   help="train the runs of each model and N (every seed and restart) together in this process, "
+                        "their weights stacked, so one kernel launch serves them all on a GPU: M2, and M1+M2 on the "
+                        "shared M1; M1 and supervised runs go one by one. Each run draws its own random numbers and "
+                        "is saved every epoch as usual, and a stopped batch goes on from its last finished epoch "
+                        "(a stop inside an epoch drops that epoch for every run, even the first). Not with --ray")
     p.add_argument("--ray-workers", type=at_least(1), default=None,
                    help="--ray without ADDRESS: CPU cores of the local Ray (default: all of this machine's)")
     add_train_args(p)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ssvae_core.batched import BatchedTrainer
 from ssvae_core.checkpoints import (
     DONE,
     FAILED,
@@ -120,3 +121,65 @@ def train_or_resume(cfg: TrainConfig, data: Dataset, run_dir: str | Path, m1_run
         print(f"   resuming {run_dir} from its last finished epoch", flush=True)
         return run_training(cfg, data, run_dir, half=half, quiet=quiet, resume=True, owner_gone=owner_gone)
     return run_training(cfg, data, run_dir, m1_run=m1_run, half=half, quiet=quiet)
+
+
+def run_batch_training(cfgs: list[TrainConfig], data: Dataset, outs: list[str | Path], m1_run: str | None = None,
+                       half: bool = False, quiet: bool = False, resume: bool = False) -> list[dict | None]:
+    """Train R runs that differ only in seed / init together with stacked weights (batched.py), each into its own
+    folder of `outs`, saved after every epoch and at the end like run_training's; `resume=True`: every run goes on
+    from its resume.pt (all at the same epoch). Returns each run's final run.json (None: it finished no epoch)."""
+    outs = [Path(o) for o in outs]
+    if resume:
+        cfgs, metas = zip(*(resumable_config(o) for o in outs), strict=True)
+        extras = [kept_on_resume(m) for m in metas]
+        half = bool(metas[0].get("save_half", half))
+        m1_state, resumes = None, [load_resume(o) for o in outs]
+    else:
+        started = [start_m1(cfg, m1_run) for cfg in cfgs]  # sets each cfg's M1 shape to the given M1's
+        m1_state, extras, resumes = started[0][0], [e for _, e in started], None
+    for e in extras:
+        e["save_half"] = half
+    batch = BatchedTrainer(list(cfgs), data, m1_state=m1_state, resumes=resumes)
+    bar = tqdm(total=0, unit="batch", leave=False, disable=True if quiet else None, dynamic_ncols=True)
+
+    def on_batch(step: int, steps: int) -> None:
+        if bar.total != steps:
+            bar.reset(total=steps)
+        bar.update(step - bar.n)
+
+    def on_term(signum, frame) -> None:  # `kill PID`: stop every run between batches and save
+        print("Terminated: stopping after this batch and saving each run's best model so far.", file=sys.stderr)
+        batch.stop()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
+    try:
+        for records in batch.epochs(on_batch=on_batch):
+            for run, rec, out, extra in zip(batch.runs, records, outs, extras, strict=True):
+                if not quiet:
+                    tqdm.write(f"seed {run.cfg.seed} init {run.cfg.init}: " + progress_line(rec), file=sys.stdout)
+                save_progress(run, out, extra)
+    except KeyboardInterrupt:
+        print("Interrupted: saving each run's best model so far.", file=sys.stderr)
+        for run in batch.runs:
+            run.stopped = True
+    except TrainingError:
+        for run, out, extra in zip(batch.runs, outs, extras, strict=True):  # each run kept its last finished epoch
+            if run.best_state is not None:
+                run.stopped = True
+                save_trainer(run, out, half=half, extra=extra)  # stopped: it goes on from there
+        raise
+    finally:
+        bar.close()
+    if batch.partial is not None:
+        p = batch.partial
+        print(f"Stopped in epoch {p['epoch']} after {p['batches']} of {p['steps']} batches; that partial epoch is not "
+              "kept (resume goes on from the last finished epoch).", file=sys.stderr)
+    metas = []
+    for run, out, extra in zip(batch.runs, outs, extras, strict=True):
+        if run.best_state is None:  # stopped before its first epoch ended: nothing to save
+            metas.append(None)
+            continue
+        save_trainer(run, out, half=half, extra=extra)
+        metas.append(read_meta(out))
+    return metas
