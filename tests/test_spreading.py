@@ -1,9 +1,11 @@
 """M1 + label spreading: labels spread over the kNN graph of M1's latent means, unlabelled images included."""
 
 import numpy as np
+import pytest
 
 from ssvae_core import spreading
-from ssvae_core.train import Trainer, fit_latent_classifier
+from ssvae_core.classifiers import SpreadingClassifier, fit_latent_classifier
+from ssvae_core.train import Trainer, evaluate
 from tests.test_train import small_cfg
 
 
@@ -35,3 +37,29 @@ def test_spreading_error_on_a_small_m1(digits):
     assert 0.0 <= r["test_error"] < 60.0 and 0.0 <= r["val_error"] < 60.0  # chance is 90%
     again = spreading.spreading_error(trainer.model, digits, 50, 0)
     assert again["test_error"] == r["test_error"]  # deterministic: the same draw, the same graph
+
+
+def test_spreading_classifier_uses_the_unlabelled_points_and_predicts_new_ones():
+    z, y = two_moons(500, seed=1)
+    lab = np.array([int(np.flatnonzero(y == 0)[0]), int(np.flatnonzero(y == 1)[0])])
+    rest = np.setdiff1d(np.arange(400), lab)  # the unlabelled points; 400..499 are new, never in the graph
+    clf = fit_latent_classifier("spreading", z[lab], y[lab], z[rest])
+    assert isinstance(clf, SpreadingClassifier)
+    assert (clf.predict(z[400:]) == y[400:]).mean() > 0.97  # inductive: new points by their nearest graph points
+    alone = SpreadingClassifier(k=1).fit(z[lab], y[lab], z[:0]).predict(z[400:])  # no unlabelled points: 1-NN
+    assert (alone == y[400:]).mean() < 0.9
+    with pytest.raises(ValueError, match="unlabelled"):
+        fit_latent_classifier("spreading", z[lab], y[lab])
+
+
+def test_m1_trains_with_label_spreading(digits):
+    trainer = Trainer(small_cfg("m1", epochs=2, classifier="spreading"), digits)
+    history = list(trainer.epochs())
+    assert isinstance(trainer.latent_classifier, SpreadingClassifier)
+    knn = Trainer(small_cfg("m1", epochs=2), digits)
+    list(knn.epochs())
+    assert [h["val_elbo"] for h in history] == [h["val_elbo"] for h in knn.history]  # the same M1 either way
+    assert all(0.0 <= h["test_error"] < 60.0 for h in history)  # chance is 90%
+    assert [h["test_error"] for h in history] != [h["test_error"] for h in knn.history]
+    res = evaluate(trainer.model, trainer.cfg, digits)  # a saved run is evaluated with its own classifier
+    assert res["test_error"] == trainer.best["test_error"] and res["val_error"] == trainer.best["val_error"]
