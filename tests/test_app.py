@@ -402,3 +402,20 @@ def test_noise_upload_is_called_atypical_and_a_digit_is_not(monkeypatch, trained
     assert_clean(at, "analogies")
     assert not any("Unlike anything" in w.value for w in at.warning), [c.value for c in at.caption if "ELBO" in c.value]
     assert sum("ELBO" in c.value for c in at.caption) == 5
+
+
+def _sidebar_model(at: AppTest) -> str:
+    """The run the sidebar's MODEL IN USE names (its folder in links)."""
+    return next(c.value for c in at.sidebar.caption if c.value.startswith("Run: ")).removeprefix("Run: ").strip("`")
+
+
+@pytest.mark.parametrize("page", ["pages/style.py", "pages/analogies.py"])
+def test_sidebar_names_the_model_a_link_asks_for_at_once(monkeypatch, ckpt_root, page):
+    monkeypatch.setenv("SSVAE_CHECKPOINTS", str(ckpt_root))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert _sidebar_model(at) == "m2-digits-z2"  # the default: the newest run
+    fresh = AppTest.from_file(APP, default_timeout=60)
+    fresh.query_params.update({"model": "m2-digits-z12"})
+    fresh.switch_page(page).run()  # one run: the first thing a browser opening the link shows
+    assert_clean(fresh, page)
+    assert _sidebar_model(fresh) == "m2-digits-z12"
