@@ -118,6 +118,14 @@ def m1_classifier(m1: M1, kind: str, data: Dataset, lab_idx: torch.Tensor, unl_i
     return fit_latent_classifier(kind, z_l, data.y_train[lab_idx].cpu().numpy(), z_u)
 
 
+def m1_predict(m1: M1, clf, data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classes `clf` gives the validation and test images from M1's latent means, asked in one call (label
+    spreading puts them into one graph together)."""
+    z_val, z_test = (m1_features(m1, x).cpu().numpy() for x in (data.x_val, data.x_test))
+    pred = torch.as_tensor(clf.predict(np.concatenate([z_val, z_test])))
+    return pred[:len(z_val)], pred[len(z_val):]
+
+
 def error_rate(pred: torch.Tensor | np.ndarray, y: torch.Tensor) -> float:
     """Percentage of wrong predictions."""
     pred = torch.as_tensor(pred, device=y.device)
@@ -466,9 +474,8 @@ class Trainer:
         """Errors of M1's classifier (kNN / SVM / label spreading) on its latent means, and the validation ELBO."""
         d = self.data
         self.latent_classifier = m1_classifier(m1, self.cfg.classifier, d, self.lab_idx, self.unl_idx)
-        errs = {}
-        for split, x, y in (("val", d.x_val, d.y_val), ("test", d.x_test, d.y_test)):
-            errs[f"{split}_error"] = error_rate(self.latent_classifier.predict(m1_features(m1, x).cpu().numpy()), y)
+        pred_val, pred_test = m1_predict(m1, self.latent_classifier, d)
+        errs = {"val_error": error_rate(pred_val, d.y_val), "test_error": error_rate(pred_test, d.y_test)}
         errs["val_elbo"] = self._val_elbo(m1)
         return errs
 
@@ -481,8 +488,7 @@ def evaluate(model: nn.Module, cfg: TrainConfig, data: Dataset, generative: bool
     if cfg.model.kind == "m1":
         lab, unl = label_split(data.y_train.cpu(), cfg.labels, data.num_classes, cfg.seed)
         clf = m1_classifier(model, cfg.classifier, data, lab.to(device), unl.to(device))
-        pred_val = torch.as_tensor(clf.predict(m1_features(model, data.x_val).cpu().numpy()))
-        pred_test = torch.as_tensor(clf.predict(m1_features(model, data.x_test).cpu().numpy()))
+        pred_val, pred_test = m1_predict(model, clf, data)
     else:
         pred_val, pred_test = predict(model, data.x_val).cpu(), predict(model, data.x_test).cpu()
     y_test = data.y_test.cpu()

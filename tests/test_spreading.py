@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ssvae_core import spreading
-from ssvae_core.classifiers import SpreadingClassifier, fit_latent_classifier
+from ssvae_core.classifiers import SpreadingClassifier, fit_latent_classifier, spread
 from ssvae_core.train import Trainer, evaluate
 from tests.test_train import small_cfg
 
@@ -19,7 +19,7 @@ def two_moons(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def test_spread_follows_the_unlabelled_structure():
     z, y = two_moons()
     lab = np.array([int(np.flatnonzero(y == 0)[0]), int(np.flatnonzero(y == 1)[0])])  # one label per class
-    pred = spreading.spread(z[:300], lab, y[lab], z[300:], k=7, alpha=0.2)
+    pred = spread(z[:300], lab, y[lab], z[300:], k=7, alpha=0.2)
     assert pred.shape == (400,)
     assert (pred == y).mean() > 0.97
     knn = fit_latent_classifier("knn", z[lab], y[lab]).predict(z)  # labelled points only
@@ -42,10 +42,15 @@ def test_spreading_error_on_a_small_m1(digits):
 def test_spreading_classifier_uses_the_unlabelled_points_and_predicts_new_ones():
     z, y = two_moons(500, seed=1)
     lab = np.array([int(np.flatnonzero(y == 0)[0]), int(np.flatnonzero(y == 1)[0])])
-    rest = np.setdiff1d(np.arange(400), lab)  # the unlabelled points; 400..499 are new, never in the graph
-    clf = fit_latent_classifier("spreading", z[lab], y[lab], z[rest])
-    assert isinstance(clf, SpreadingClassifier)
-    assert (clf.predict(z[400:]) == y[400:]).mean() > 0.97  # inductive: new points by their nearest graph points
+    rest = np.setdiff1d(np.arange(400), lab)  # the unlabelled points; 400..499 are new
+    made = fit_latent_classifier("spreading", z[lab], y[lab], z[rest])
+    assert isinstance(made, SpreadingClassifier) and made.transductive  # the defaults: k = 20, α = 0.99
+    clf = SpreadingClassifier(k=7, alpha=0.2).fit(z[lab], y[lab], z[rest])  # a graph that suits two moons
+    assert (clf.predict(z[400:]) == y[400:]).mean() > 0.97  # the new points join the graph
+    whole = spread(z[:400], lab, y[lab], z[400:], k=clf.k, alpha=clf.alpha)  # the same graph, other order
+    assert (clf.predict(z[400:]) == whole[400:]).mean() > 0.97
+    inductive = SpreadingClassifier(k=10, alpha=0.99, transductive=False).fit(z[lab], y[lab], z[rest])
+    assert (inductive.predict(z[400:]) == y[400:]).mean() > 0.97  # by their nearest graph points
     alone = SpreadingClassifier(k=1).fit(z[lab], y[lab], z[:0]).predict(z[400:])  # no unlabelled points: 1-NN
     assert (alone == y[400:]).mean() < 0.9
     with pytest.raises(ValueError, match="unlabelled"):
