@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
-from ssvae_core import jobs
+from ssvae_core import jobs, measured
 from ssvae_core.checkpoints import save_trainer
 from ssvae_core.data import load_dataset
 from ssvae_core.models import ModelConfig
@@ -419,3 +419,17 @@ def test_sidebar_names_the_model_a_link_asks_for_at_once(monkeypatch, ckpt_root,
     fresh.switch_page(page).run()  # one run: the first thing a browser opening the link shows
     assert_clean(fresh, page)
     assert _sidebar_model(fresh) == "m2-digits-z12"
+
+
+def test_results_page_shows_table_1_and_what_unlabelled_images_buy(monkeypatch, ckpt_root):
+    at = app(monkeypatch, ckpt_root)
+    at.switch_page("pages/results.py").run()
+    assert_clean(at, "results")
+    frames = [d.value for d in at.dataframe]
+    table = next(f for f in frames if "source" in f.columns)
+    assert list(table["model"]) == [r["model"] for r in measured.table_rows()]
+    ours_m1 = table.loc[table["model"] == "M1 + label spreading", "N=100"].item()
+    assert ours_m1 == measured.cell(*measured.TABLE["m1"][100])
+    gain = next(f for f in frames if "unlabelled images" in f.columns)
+    assert list(gain["model"]) == list(measured.GAIN_NAMES.values())
+    assert gain["mean"].tolist() == [g["mean"] for g in measured.gain_rows()]
