@@ -120,19 +120,20 @@ def error_vs_n_figure(runs: list[dict], paper: dict[str, dict[int, float]] | Non
 
 
 def gain_figure(errors: dict[str, tuple[float, ...]], names: dict[str, str], draws: tuple[int, ...],
-                height: int = 300) -> go.Figure:
-    """Horizontal bars of each model's mean test error, with one dot per label draw."""
+                height: int = 280) -> go.Figure:
+    """Horizontal bars of each model's mean test error (named with it on the axis), with one mark per label draw."""
     kinds = list(errors)[::-1]  # the first model on top
     means = [float(np.mean(errors[k])) for k in kinds]
-    fig = go.Figure(go.Bar(y=[names[k] for k in kinds], x=means, orientation="h", name="mean",
-                           marker_color=[MODEL_COLOURS.get(k, "#6b7280") for k in kinds], opacity=0.8,
-                           text=[f"{m:.2f}%" for m in means], textposition="outside", cliponaxis=False,
+    labels = [f"{names[k]} · {m:.2f}%" for k, m in zip(kinds, means, strict=True)]
+    fig = go.Figure(go.Bar(y=labels, x=means, orientation="h", showlegend=False, opacity=0.8,
+                           marker_color=[MODEL_COLOURS.get(k, "#6b7280") for k in kinds],
                            hovertemplate="%{y}: mean %{x:.2f}%<extra></extra>"))
     for i, d in enumerate(draws):
-        fig.add_trace(go.Scatter(y=[names[k] for k in kinds], x=[errors[k][i] for k in kinds], mode="markers",
-                                 name=f"draw {d}", marker={"size": 8, "color": "#111827", "symbol": i},
-                                 hovertemplate="%{y}, draw " + str(d) + ": %{x:.2f}%<extra></extra>"))
-    fig.update_layout(height=height, margin={"l": 10, "r": 40, "t": 10, "b": 10}, bargap=0.35,
+        fig.add_trace(go.Scatter(y=labels, x=[errors[k][i] for k in kinds], mode="markers", name=f"draw {d}",
+                                 marker={"size": 8, "color": "#111827", "symbol": ["circle", "square", "diamond",
+                                                                                     "x", "cross"][i % 5]},
+                                 hovertemplate="draw " + str(d) + ": %{x:.2f}%<extra></extra>"))
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 10, "b": 10}, bargap=0.35,
                       xaxis={"title": "test error (%)", "rangemode": "tozero"},
                       legend={"orientation": "h", "y": -0.3})
     return fig

@@ -48,4 +48,5 @@ def test_table_rows_pair_ours_with_the_paper():
     assert rows[0]["model"] == "M1 + label spreading" and rows[1]["model"] == "M1+TSVM"
     assert all(set(r) == {"model", "source", 100, 600, 1000, 3000} for r in rows)
     gain = measured.gain_rows()
-    assert [g["unlabelled images"] for g in gain] == ["no", "yes", "yes", "yes"]
+    assert [g["model"] for g in gain] == list(measured.GAIN_NAMES.values())
+    assert all(set(g) == {"model", "draw 0", "draw 1", "draw 2", "mean"} for g in gain)
