@@ -20,9 +20,9 @@ PAGES = [
 ]
 
 
-def sidebar() -> None:
-    """Sidebar summary: the model the explorer pages use, and this session's training run."""
-    with st.sidebar:
+def sidebar(slot) -> None:
+    """Sidebar summary in `slot`: the model the explorer pages use, and this session's training run."""
+    with slot:
         row = _ui.active_row()
         st.caption("MODEL IN USE")
         if row is None:
@@ -32,6 +32,7 @@ def sidebar() -> None:
                         f"N = {row['labels']}")
             if isinstance(row.get("test_error"), int | float):
                 st.markdown(f"test error **{row['test_error']:.2f}%**")
+            st.caption(f"Run: `{_ui.run_param(row['path'])}`")
         running = jobs.active_jobs()
         if running:
             st.caption("TRAINING")
@@ -46,5 +47,10 @@ def sidebar() -> None:
 
 
 page = st.navigation(PAGES)
-sidebar()
-page.run()
+# The summary's place is made first (top of the sidebar) but filled after the page has run: a page may change the
+# model in use in this very run (a shared link's ?model=..., a page's preferred model, a training run started).
+slot = st.sidebar.container()
+try:
+    page.run()
+finally:
+    sidebar(slot)

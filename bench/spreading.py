@@ -3,6 +3,10 @@
     python bench/spreading.py --labels 100 --seeds 3,4,5                  # the defaults (k=20, α=0.99)
     python bench/spreading.py --labels 100 --seeds 0,1,2 --tune           # k × α on validation error only
     python bench/spreading.py --labels 100,600,1000,3000 --seeds 3,4,5 --k 20 --alpha 0.99
+    python bench/spreading.py --labels 100 --seeds 3,4,5 --inductive     # as `train --classifier spreading`
+
+Transductive by default (validation and test images join the graph); --inductive spreads over the training images
+only and classifies validation and test by their k nearest graph points (SpreadingClassifier).
 
 M1 is the shipped label-free one (checkpoints/pretrained/m1-mnist) unless --m1 names another m1/m1m2 run.
 """
@@ -37,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=spreading.K_NEIGHBOURS)
     p.add_argument("--alpha", type=float, default=spreading.ALPHA)
     p.add_argument("--tune", action="store_true", help=f"every k in {KS} × α in {ALPHAS}; pick on validation")
+    p.add_argument("--inductive", action="store_true", help="graph of the training images only (SpreadingClassifier)")
     p.add_argument("--data-dir", default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -50,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             tests, vals = [], []
             for seed in (int(v) for v in a.seeds.split(",")):
                 t = time.time()
-                r = spreading.spreading_error(m1, data, n, seed, k, alpha, features)
+                r = spreading.spreading_error(m1, data, n, seed, k, alpha, features, a.inductive)
                 tests.append(r["test_error"])
                 vals.append(r["val_error"])
                 print(f"N={n} seed={seed} k={k} alpha={alpha:g}: validation {r['val_error']:.2f}%  "

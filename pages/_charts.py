@@ -87,9 +87,18 @@ def confusion_figure(confusion: list[list[int]], names: list[str]) -> go.Figure:
 
 
 def error_vs_n_figure(runs: list[dict], paper: dict[str, dict[int, float]] | None,
-                      names: dict[str, str]) -> go.Figure:
-    """Test error against the label budget N (log x): saved runs as points, the paper's numbers as dashed lines."""
+                      names: dict[str, str], ours: dict[str, dict[int, float]] | None = None,
+                      our_names: dict[str, str] | None = None) -> go.Figure:
+    """Test error against the label budget N (log x): saved runs as points, the paper's numbers as dashed lines,
+    our measured means (`ours`, by model kind, named by `our_names`) as solid lines."""
     fig = go.Figure()
+    for kind, pts in (ours or {}).items():
+        name = (our_names or names).get(kind, kind)
+        ns = sorted(pts)
+        fig.add_trace(go.Scatter(x=ns, y=[pts[n] for n in ns], mode="lines+markers", name=f"ours: {name}",
+                                 line={"color": MODEL_COLOURS.get(kind, "#6b7280"), "width": 1.5},
+                                 marker={"symbol": "diamond", "size": 7}, opacity=0.75,
+                                 hovertemplate="N=%{x}: %{y:.2f}%<extra>ours: " + name + "</extra>"))
     if paper:
         for model, pts in paper.items():
             ns = sorted(pts)
@@ -107,6 +116,26 @@ def error_vs_n_figure(runs: list[dict], paper: dict[str, dict[int, float]] | Non
                       xaxis={"type": "log", "title": "labelled examples N", "tickvals": [100, 300, 600, 1000, 3000]},
                       yaxis={"title": "test error (%)", "rangemode": "tozero"},
                       legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def gain_figure(errors: dict[str, tuple[float, ...]], names: dict[str, str], draws: tuple[int, ...],
+                height: int = 280) -> go.Figure:
+    """Horizontal bars of each model's mean test error (named with it on the axis), with one mark per label draw."""
+    kinds = list(errors)[::-1]  # the first model on top
+    means = [float(np.mean(errors[k])) for k in kinds]
+    labels = [f"{names[k]} · {m:.2f}%" for k, m in zip(kinds, means, strict=True)]
+    fig = go.Figure(go.Bar(y=labels, x=means, orientation="h", showlegend=False, opacity=0.8,
+                           marker_color=[MODEL_COLOURS.get(k, "#6b7280") for k in kinds],
+                           hovertemplate="%{y}: mean %{x:.2f}%<extra></extra>"))
+    for i, d in enumerate(draws):
+        fig.add_trace(go.Scatter(y=labels, x=[errors[k][i] for k in kinds], mode="markers", name=f"draw {d}",
+                                 marker={"size": 8, "color": "#111827", "symbol": ["circle", "square", "diamond",
+                                                                                     "x", "cross"][i % 5]},
+                                 hovertemplate="draw " + str(d) + ": %{x:.2f}%<extra></extra>"))
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 10, "b": 10}, bargap=0.35,
+                      xaxis={"title": "test error (%)", "rangemode": "tozero"},
+                      legend={"orientation": "h", "y": -0.3})
     return fig
 
 

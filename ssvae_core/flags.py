@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ssvae_core.classifiers import CLASSIFIERS
 from ssvae_core.models import ACTIVATIONS, ModelConfig
 from ssvae_core.train import TrainConfig
 
@@ -65,7 +66,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-binarize", action="store_true", help="feed grey values instead of dynamic binarisation")
     p.add_argument("--active-threshold", type=float, default=d.active_threshold,
                    help="M1+M2: prune z1 units whose mean varies less than this (0 keeps all)")
-    p.add_argument("--classifier", default=d.classifier, choices=["knn", "svm"], help="M1's classifier")
+    p.add_argument("--classifier", default=d.classifier, choices=CLASSIFIERS,
+                   help="M1's classifier on latent means: 3-NN, an RBF SVM, or label spreading over the kNN graph of "
+                        "the labelled and unlabelled training images")
     p.add_argument("--half", action="store_true", help="store weights in float16 (half the size)")
     add_data_args(p)
 

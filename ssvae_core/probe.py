@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from ssvae_core.checkpoints import m1_from_run
+from ssvae_core.classifiers import fit_latent_classifier
 from ssvae_core.data import Dataset, label_split, load_dataset
 from ssvae_core.flags import add_data_args
 from ssvae_core.models import M1, mlp
-from ssvae_core.train import active_units, error_rate, fit_latent_classifier, m1_features
+from ssvae_core.train import active_units, error_rate, m1_features
 
 
 def probe(m1: M1, data: Dataset, budgets: tuple[int, ...] = (100, 1000, 10000), epochs: int = 15,

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ssvae_core.classifiers import fit_latent_classifier
 from ssvae_core.data import Dataset, label_split
 from ssvae_core.errors import TrainingError
 from ssvae_core.models import M1, M1M2, ModelConfig, build_model
@@ -43,7 +44,7 @@ class TrainConfig:
     alpha: float = 0.1  # J^alpha with alpha = 0.1 * N: beta = alpha * N_total / N_labelled per labelled example
     binarize: bool = True  # dynamic binarisation for Bernoulli pixel models
     active_threshold: float = 0.01  # M1+M2: z1 units whose mean varies less than this are pruned
-    classifier: str = "knn"  # M1: "knn" or "svm" on latent means
+    classifier: str = "knn"  # M1: "knn", "svm" or "spreading" (labels spread over labelled + unlabelled means)
     device: str = "auto"
 
     @classmethod
@@ -109,14 +110,20 @@ def m1_features(m1: M1, x: torch.Tensor, batch: int = 5000) -> torch.Tensor:
     return torch.cat([m1.features(x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
-def fit_latent_classifier(kind: str, z: np.ndarray, y: np.ndarray):
-    """The M1 classifier on labelled latent means: 3-nearest-neighbours or an RBF SVM."""
-    from sklearn.neighbors import KNeighborsClassifier  # scikit-learn loads slowly; only M1 needs it
-    from sklearn.svm import SVC
+def m1_classifier(m1: M1, kind: str, data: Dataset, lab_idx: torch.Tensor, unl_idx: torch.Tensor):
+    """M1's classifier `kind` fitted on the latent means of the labelled training images `lab_idx` (label
+    spreading: and of the unlabelled ones, `unl_idx`)."""
+    z_l = m1_features(m1, data.x_train[lab_idx]).cpu().numpy()
+    z_u = m1_features(m1, data.x_train[unl_idx]).cpu().numpy() if kind == "spreading" else None
+    return fit_latent_classifier(kind, z_l, data.y_train[lab_idx].cpu().numpy(), z_u)
 
-    if kind == "svm":
-        return SVC(C=10.0, gamma="scale").fit(z, y)
-    return KNeighborsClassifier(n_neighbors=min(3, len(y))).fit(z, y)
+
+def m1_predict(m1: M1, clf, data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classes `clf` gives the validation and test images from M1's latent means, asked in one call (label
+    spreading puts them into one graph together)."""
+    z_val, z_test = (m1_features(m1, x).cpu().numpy() for x in (data.x_val, data.x_test))
+    pred = torch.as_tensor(clf.predict(np.concatenate([z_val, z_test])))
+    return pred[:len(z_val)], pred[len(z_val):]
 
 
 def error_rate(pred: torch.Tensor | np.ndarray, y: torch.Tensor) -> float:
@@ -464,13 +471,11 @@ class Trainer:
         return elbo.mean().item()
 
     def _evaluate_m1(self, m1: M1) -> dict:
-        """kNN / SVM errors on M1's latent means, and the validation ELBO."""
+        """Errors of M1's classifier (kNN / SVM / label spreading) on its latent means, and the validation ELBO."""
         d = self.data
-        z_l = m1_features(m1, d.x_train[self.lab_idx]).cpu().numpy()
-        self.latent_classifier = fit_latent_classifier(self.cfg.classifier, z_l, d.y_train[self.lab_idx].cpu().numpy())
-        errs = {}
-        for split, x, y in (("val", d.x_val, d.y_val), ("test", d.x_test, d.y_test)):
-            errs[f"{split}_error"] = error_rate(self.latent_classifier.predict(m1_features(m1, x).cpu().numpy()), y)
+        self.latent_classifier = m1_classifier(m1, self.cfg.classifier, d, self.lab_idx, self.unl_idx)
+        pred_val, pred_test = m1_predict(m1, self.latent_classifier, d)
+        errs = {"val_error": error_rate(pred_val, d.y_val), "test_error": error_rate(pred_test, d.y_test)}
         errs["val_elbo"] = self._val_elbo(m1)
         return errs
 
@@ -481,11 +486,9 @@ def evaluate(model: nn.Module, cfg: TrainConfig, data: Dataset, generative: bool
     device = next(model.parameters()).device
     data = data.to(device)
     if cfg.model.kind == "m1":
-        lab, _ = label_split(data.y_train.cpu(), cfg.labels, data.num_classes, cfg.seed)
-        z_l = m1_features(model, data.x_train[lab.to(device)]).cpu().numpy()
-        clf = fit_latent_classifier(cfg.classifier, z_l, data.y_train[lab.to(device)].cpu().numpy())
-        pred_val = torch.as_tensor(clf.predict(m1_features(model, data.x_val).cpu().numpy()))
-        pred_test = torch.as_tensor(clf.predict(m1_features(model, data.x_test).cpu().numpy()))
+        lab, unl = label_split(data.y_train.cpu(), cfg.labels, data.num_classes, cfg.seed)
+        clf = m1_classifier(model, cfg.classifier, data, lab.to(device), unl.to(device))
+        pred_val, pred_test = m1_predict(model, clf, data)
     else:
         pred_val, pred_test = predict(model, data.x_val).cpu(), predict(model, data.x_test).cpu()
     y_test = data.y_test.cpu()

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
-from ssvae_core import jobs
+from ssvae_core import jobs, measured
 from ssvae_core.checkpoints import save_trainer
 from ssvae_core.data import load_dataset
 from ssvae_core.models import ModelConfig
@@ -402,3 +402,34 @@ def test_noise_upload_is_called_atypical_and_a_digit_is_not(monkeypatch, trained
     assert_clean(at, "analogies")
     assert not any("Unlike anything" in w.value for w in at.warning), [c.value for c in at.caption if "ELBO" in c.value]
     assert sum("ELBO" in c.value for c in at.caption) == 5
+
+
+def _sidebar_model(at: AppTest) -> str:
+    """The run the sidebar's MODEL IN USE names (its folder in links)."""
+    return next(c.value for c in at.sidebar.caption if c.value.startswith("Run: ")).removeprefix("Run: ").strip("`")
+
+
+@pytest.mark.parametrize("page", ["pages/style.py", "pages/analogies.py"])
+def test_sidebar_names_the_model_a_link_asks_for_at_once(monkeypatch, ckpt_root, page):
+    monkeypatch.setenv("SSVAE_CHECKPOINTS", str(ckpt_root))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert _sidebar_model(at) == "m2-digits-z2"  # the default: the newest run
+    fresh = AppTest.from_file(APP, default_timeout=60)
+    fresh.query_params.update({"model": "m2-digits-z12"})
+    fresh.switch_page(page).run()  # one run: the first thing a browser opening the link shows
+    assert_clean(fresh, page)
+    assert _sidebar_model(fresh) == "m2-digits-z12"
+
+
+def test_results_page_shows_table_1_and_what_unlabelled_images_buy(monkeypatch, ckpt_root):
+    at = app(monkeypatch, ckpt_root)
+    at.switch_page("pages/results.py").run()
+    assert_clean(at, "results")
+    frames = [d.value for d in at.dataframe]
+    table = next(f for f in frames if "source" in f.columns)
+    assert list(table["model"]) == [r["model"] for r in measured.table_rows()]
+    ours_m1 = table.loc[table["model"] == "M1 + label spreading", "N=100"].item()
+    assert ours_m1 == measured.cell(*measured.TABLE["m1"][100])
+    gain = next(f for f in frames if "mean" in f.columns)
+    assert list(gain["model"]) == list(measured.GAIN_NAMES.values())
+    assert gain["mean"].tolist() == [g["mean"] for g in measured.gain_rows()]
