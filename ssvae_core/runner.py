@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -51,6 +52,28 @@ def progress_line(rec: dict) -> str:
             f"{rec['seconds']:.1f}s ({rec['images_per_s']:.0f} img/s)")
 
 
+def _progress_bar(quiet: bool) -> tuple[tqdm, Callable[[int, int], None]]:
+    """A batch progress bar (off when quiet or not on a terminal) and the on_batch callback that moves it."""
+    bar = tqdm(total=0, unit="batch", leave=False, disable=True if quiet else None, dynamic_ncols=True)
+
+    def on_batch(step: int, steps: int) -> None:
+        if bar.total != steps:
+            bar.reset(total=steps)
+        bar.update(step - bar.n)
+
+    return bar, on_batch
+
+
+def _stop_on_sigterm(stop: Callable[[], None], message: str) -> None:
+    """`kill PID` (SIGTERM) calls `stop` (between batches; the run then saves), from the main thread only."""
+    def on_term(signum, frame) -> None:
+        print(message, file=sys.stderr)
+        stop()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
+
+
 def run_training(cfg: TrainConfig, data: Dataset, out: str | Path, m1_run: str | None = None, half: bool = False,
                  quiet: bool = False, resume: bool = False, owner_gone: bool = False) -> dict:
     """Train one run into `out`, saving it after every epoch (best weights, run.json, resume.pt) and at the end;
@@ -65,19 +88,8 @@ def run_training(cfg: TrainConfig, data: Dataset, out: str | Path, m1_run: str |
         m1_state, extra = start_m1(cfg, m1_run)
         trainer = Trainer(cfg, data, m1_state=m1_state)
     extra["save_half"] = half
-    bar = tqdm(total=0, unit="batch", leave=False, disable=True if quiet else None, dynamic_ncols=True)
-
-    def on_batch(step: int, steps: int) -> None:
-        if bar.total != steps:
-            bar.reset(total=steps)
-        bar.update(step - bar.n)
-
-    def on_term(signum, frame) -> None:  # `kill PID` on a server: stop between batches and save
-        print("Terminated: stopping after this batch and saving the best model so far.", file=sys.stderr)
-        trainer.stop()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, on_term)
+    bar, on_batch = _progress_bar(quiet)
+    _stop_on_sigterm(trainer.stop, "Terminated: stopping after this batch and saving the best model so far.")
     try:
         for rec in trainer.epochs(on_batch=on_batch):
             if not quiet:
@@ -140,19 +152,8 @@ def run_batch_training(cfgs: list[TrainConfig], data: Dataset, outs: list[str | 
     for e in extras:
         e["save_half"] = half
     batch = BatchedTrainer(list(cfgs), data, m1_state=m1_state, resumes=resumes)
-    bar = tqdm(total=0, unit="batch", leave=False, disable=True if quiet else None, dynamic_ncols=True)
-
-    def on_batch(step: int, steps: int) -> None:
-        if bar.total != steps:
-            bar.reset(total=steps)
-        bar.update(step - bar.n)
-
-    def on_term(signum, frame) -> None:  # `kill PID`: stop every run between batches and save
-        print("Terminated: stopping after this batch and saving each run's best model so far.", file=sys.stderr)
-        batch.stop()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, on_term)
+    bar, on_batch = _progress_bar(quiet)
+    _stop_on_sigterm(batch.stop, "Terminated: stopping after this batch and saving each run's best model so far.")
     try:
         for records in batch.epochs(on_batch=on_batch):
             for run, rec, out, extra in zip(batch.runs, records, outs, extras, strict=True):
