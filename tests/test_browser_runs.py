@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlparse
 
 import pytest
 
@@ -83,7 +84,8 @@ def test_a_run_survives_reloads_is_seen_from_every_browser_and_opens_when_done(t
         wait_for_text(page, "Saved the best epoch")
         wait_for_text(other, "Saved the best epoch")
         page.get_by_role("button", name="Explore its styles").click()
-        page.wait_for_url("**/style", timeout=PAGE_TIMEOUT)
+        # the Style page adds its view to the URL's query as it loads: wait for the path alone
+        page.wait_for_url(lambda url: urlparse(url).path.endswith("/style"), timeout=PAGE_TIMEOUT)
         settle(page)
         box = page.locator('[data-testid="stMain"] [data-testid="stSelectbox"]').first
         picked = box.inner_text() + " ".join(i.input_value() for i in box.locator("input").all()) \
