@@ -74,6 +74,13 @@ def _stop_on_sigterm(stop: Callable[[], None], message: str) -> None:
         signal.signal(signal.SIGTERM, on_term)
 
 
+def _say_partial(p: dict, kept: bool) -> None:
+    """Tell on stderr where a stop inside an epoch fell and whether that partial epoch is what is saved."""
+    print(f"Stopped in epoch {p['epoch']} after {p['batches']} of {p['steps']} batches"
+          + ("; no epoch had finished, so that partial epoch is what is saved." if kept
+             else "; that partial epoch is not kept (resume goes on from the last finished epoch)."), file=sys.stderr)
+
+
 def run_training(cfg: TrainConfig, data: Dataset, out: str | Path, m1_run: str | None = None, half: bool = False,
                  quiet: bool = False, resume: bool = False, owner_gone: bool = False) -> dict:
     """Train one run into `out`, saving it after every epoch (best weights, run.json, resume.pt) and at the end;
@@ -106,11 +113,7 @@ def run_training(cfg: TrainConfig, data: Dataset, out: str | Path, m1_run: str |
     finally:
         bar.close()
     if trainer.partial is not None:
-        p = trainer.partial
-        print(f"Stopped in epoch {p['epoch']} after {p['batches']} of {p['steps']} batches"
-              + ("; no epoch had finished, so that partial epoch is what is saved." if trainer.kept_partial
-                 else "; that partial epoch is not kept (resume goes on from the last finished epoch)."),
-              file=sys.stderr)
+        _say_partial(trainer.partial, trainer.kept_partial)
     save_trainer(trainer, out, half=half, extra=extra)
     return read_meta(out)
 
@@ -173,9 +176,7 @@ def run_batch_training(cfgs: list[TrainConfig], data: Dataset, outs: list[str | 
     finally:
         bar.close()
     if batch.partial is not None:
-        p = batch.partial
-        print(f"Stopped in epoch {p['epoch']} after {p['batches']} of {p['steps']} batches; that partial epoch is not "
-              "kept (resume goes on from the last finished epoch).", file=sys.stderr)
+        _say_partial(batch.partial, kept=False)
     metas = []
     for run, out, extra in zip(batch.runs, outs, extras, strict=True):
         if run.best_state is None:  # stopped before its first epoch ended: nothing to save
