@@ -14,8 +14,37 @@ import torch.nn.functional as F
 from torch import nn
 
 MODELS = ("m1", "m2", "m1m2", "supervised")
-ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh}
 LOG_2PI = math.log(2 * math.pi)
+
+
+class _softplus(torch.autograd.Function):
+    """softplus(t) = log(1 + e^t) as max(t, 0) + log(1 + e^-|t|), gradient sigmoid(t)."""
+
+    generate_vmap_rule = True  # batched.py trains stacked runs under torch.func.vmap
+
+    @staticmethod
+    def forward(t: torch.Tensor) -> torch.Tensor:
+        return t.clamp_min(0) + (1 + torch.exp(-t.abs())).log()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (t,) = ctx.saved_tensors
+        return grad * torch.sigmoid(t)
+
+
+class Softplus(nn.Module):
+    """The paper's activation, log(1 + e^t), within 1e-6 of nn.Softplus but about 3x cheaper forward and backward
+    on the CPU (torch's kernel calls log1p per element; docs/experiments.md)."""
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return _softplus.apply(t)
+
+
+ACTIVATIONS = {"softplus": Softplus, "relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh}
 
 
 @dataclass

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssvae_core.models import M1, M1M2, M2, ModelConfig, build_model, kl_normal, log_gaussian
+from ssvae_core.models import M1, M1M2, M2, ModelConfig, Softplus, build_model, kl_normal, log_gaussian
 
 
 def test_kl_matches_monte_carlo():
@@ -140,3 +140,24 @@ def test_every_class_bound_matches_labelled_bound():
     for y in range(k):
         lab = model.elbo_labelled(x, F.one_hot(torch.full((b,), y), k).float())["elbo"]
         assert torch.allclose(every[:, y], lab, atol=1e-3)
+
+
+def test_softplus_matches_torch_in_value_and_gradient():
+    t = torch.cat([torch.linspace(-40, 40, 20001), torch.randn(5000) * 3]).requires_grad_()
+    ours = Softplus()(t)
+    ours.sum().backward()
+    ours_grad = t.grad.clone()
+    t.grad = None
+    ref = torch.nn.functional.softplus(t)
+    ref.sum().backward()
+    assert (ours - ref).abs().max() < 2e-6
+    assert (ours_grad - t.grad).abs().max() < 1e-6
+    assert torch.isfinite(Softplus()(torch.tensor([-1e30, 1e30, float("-inf")]))).all()
+
+
+def test_softplus_under_vmap_matches_a_loop():
+    t = torch.randn(3, 7, 5)
+    batched = torch.func.vmap(Softplus())(t)
+    assert torch.allclose(batched, torch.stack([Softplus()(row) for row in t]))
+    grads = torch.func.vmap(torch.func.grad(lambda v: Softplus()(v).sum()))(t)
+    assert torch.allclose(grads, torch.sigmoid(t), atol=1e-7)

@@ -1,0 +1,91 @@
+"""Training steps of each model with torch's nn.Softplus against models.Softplus (same values), interleaved.
+
+    OMP_NUM_THREADS=2 python bench/softplus.py                 # M1+M2 stage (shipped M1), M2, M1 on MNIST
+    python bench/softplus.py --models m1m2 --rounds 5 --steps 50
+
+Prints the float32 matmul throughput, then per model the milliseconds per step of each activation in every round
+and the ratio of their fastest rounds (rounds alternate, so a busy machine slows both alike).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ssvae_core import models  # noqa: E402
+from ssvae_core.bench import matmul_gflops  # noqa: E402
+from ssvae_core.checkpoints import start_m1  # noqa: E402
+from ssvae_core.data import load_dataset  # noqa: E402
+from ssvae_core.recipes import RECIPE, SHIPPED_M1  # noqa: E402
+from ssvae_core.train import TrainConfig, Trainer, active_units, flush_denormals, m1_features  # noqa: E402
+
+
+def stepper(kind: str, data, activation: type[nn.Module]):
+    """A function running n training steps of `kind` (the recipe's sizes; M1+M2 on the shipped M1) built with
+    `activation` as its softplus, returning milliseconds per step."""
+    models.ACTIVATIONS["softplus"] = activation
+    cfg = TrainConfig(model=models.ModelConfig(kind=kind, hidden=RECIPE[kind]["hidden"]), dataset=data.name,
+                      labels=100, seed=0, epochs=1)
+    m1_state = start_m1(cfg, SHIPPED_M1)[0]
+    trainer = Trainer(cfg, data)
+    torch.manual_seed(0)
+    if kind == "m1m2":
+        m1 = models.M1(data.x_dim, cfg.model, tuple(data.image_shape))
+        m1.load_state_dict(m1_state)
+        active = active_units(m1_features(m1, data.x_train), cfg.active_threshold)
+        cfg.model.z1_active = len(active)
+        model = models.M1M2(data.x_dim, data.num_classes, cfg.model, tuple(data.image_shape))
+        model.m1.load_state_dict(m1_state)
+        model.active.copy_(active)
+        model.m1.requires_grad_(False)
+    else:
+        model = models.build_model(cfg.model, data.x_dim, data.num_classes, tuple(data.image_shape))
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    q_z1 = trainer.q_z1_train(model) if kind == "m1m2" else None
+    beta = cfg.alpha * len(data.x_train) / cfg.labels
+
+    def run(n: int) -> float:
+        t0 = time.perf_counter()
+        for i in range(n):
+            u = trainer.unl_idx[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            li = trainer.lab_idx[torch.randint(len(trainer.lab_idx), (cfg.labelled_batch,))]
+            loss = trainer.batch_terms(model, kind, li, u, q_z1, beta)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return (time.perf_counter() - t0) / n * 1e3
+    return run
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="m1m2,m2,m1")
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    args = p.parse_args()
+    flush_denormals()
+    data = load_dataset("mnist", args.data_dir)
+    print(f"float32 matmul: {matmul_gflops(torch.device('cpu')):.1f} GFLOP/s, {torch.get_num_threads()} threads")
+    for kind in args.models.split(","):
+        runs = {"torch": stepper(kind, data, nn.Softplus), "ours": stepper(kind, data, models.Softplus)}
+        ms: dict[str, list[float]] = {name: [] for name in runs}
+        for run in runs.values():
+            run(3)  # warm-up
+        for _ in range(args.rounds):
+            for name, run in runs.items():
+                ms[name].append(run(args.steps))
+        rounds = "  ".join(f"{name} " + " ".join(f"{v:.1f}" for v in vs) for name, vs in ms.items())
+        print(f"{kind:5s} ms/step  {rounds}  →  {min(ms['torch']) / min(ms['ours']):.2f}× (fastest rounds)")
+    models.ACTIVATIONS["softplus"] = models.Softplus
+
+
+if __name__ == "__main__":
+    main()
