@@ -4,6 +4,7 @@ sliders change the image, analogies have K columns, bad uploads show an error.""
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -433,3 +434,16 @@ def test_results_page_shows_table_1_and_what_unlabelled_images_buy(monkeypatch, 
     gain = next(f for f in frames if "mean" in f.columns)
     assert list(gain["model"]) == list(measured.GAIN_NAMES.values())
     assert gain["mean"].tolist() == [g["mean"] for g in measured.gain_rows()]
+
+
+def test_results_page_shows_the_learning_curves_side_by_side(monkeypatch, ckpt_root):
+    at = app(monkeypatch, ckpt_root)
+    at.switch_page("pages/results.py").run()
+    assert_clean(at, "results")
+    chart = next(c for c in at.get("plotly_chart") if c.key == "rs_curves")
+    lines = [t for t in json.loads(chart.proto.spec)["data"] if t.get("mode") == "lines"]
+    runs = measured.curve_runs()
+    assert [t["name"].split(" · ")[0] for t in lines] == [measured.GAIN_NAMES[k] for k in runs]
+    assert [len(t["x"]) for t in lines] == [r["config"]["epochs"] for r in runs.values()]  # every epoch
+    assert any(c.value.startswith(f"Validation error after each epoch with the same N = {measured.GAIN_N} labelled "
+                                  f"images (label draw {measured.CURVES_DRAW})") for c in at.caption)
