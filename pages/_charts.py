@@ -144,9 +144,10 @@ def curves_figure(runs: dict[str, dict], names: dict[str, str], x_title: str = "
                   height: int = 330) -> go.Figure:
     """Validation error per epoch of each run (run.json dicts by model kind) on one shared epoch axis; a star marks
     the epoch each run keeps, whose test error the legend gives."""
-    fig = go.Figure()
+    fig, top = go.Figure(), 0.0
     for kind, run in runs.items():
         pts = [(h["epoch"], h["val_error"]) for h in run["history"] if "val_error" in h]
+        top = max([top, *(p[1] for p in pts)])
         best, colour = run["best"], MODEL_COLOURS.get(kind, "#6b7280")
         name = f"{names[kind]} · test {best['test_error']:.2f}%"
         fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines", name=name,
@@ -159,7 +160,7 @@ def curves_figure(runs: dict[str, dict], names: dict[str, str], x_title: str = "
                                                f"{best['test_error']:.2f}%<extra>{names[kind]}</extra>"))
     fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 10, "b": 10},
                       xaxis={"title": x_title, "rangemode": "tozero"},
-                      yaxis={"title": "validation error (%)", "rangemode": "tozero"},
+                      yaxis={"title": "validation error (%)", "range": [0, top * 1.15]},
                       legend={"orientation": "h", "y": -0.3})
     return fig
 
