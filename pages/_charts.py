@@ -1,4 +1,5 @@
-"""Plotly figures shared by the pages: training curves, q(y|x) bars, confusion matrix, error vs N."""
+"""Plotly figures shared by the pages: training curves, q(y|x) bars, confusion matrix, error vs N, learning
+curves side by side."""
 
 from __future__ import annotations
 
@@ -135,6 +136,31 @@ def gain_figure(errors: dict[str, tuple[float, ...]], names: dict[str, str], dra
                                  hovertemplate="draw " + str(d) + ": %{x:.2f}%<extra></extra>"))
     fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 10, "b": 10}, bargap=0.35,
                       xaxis={"title": "test error (%)", "rangemode": "tozero"},
+                      legend={"orientation": "h", "y": -0.3})
+    return fig
+
+
+def curves_figure(runs: dict[str, dict], names: dict[str, str], x_title: str = "epoch",
+                  height: int = 330) -> go.Figure:
+    """Validation error per epoch of each run (run.json dicts by model kind) on one shared epoch axis; a star marks
+    the epoch each run keeps, whose test error the legend gives."""
+    fig, top = go.Figure(), 0.0
+    for kind, run in runs.items():
+        pts = [(h["epoch"], h["val_error"]) for h in run["history"] if "val_error" in h]
+        top = max([top, *(p[1] for p in pts)])
+        best, colour = run["best"], MODEL_COLOURS.get(kind, "#6b7280")
+        name = f"{names[kind]} · test {best['test_error']:.2f}%"
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines", name=name,
+                                 legendgroup=kind, line={"color": colour, "width": 2},
+                                 hovertemplate="epoch %{x}: validation %{y:.2f}%<extra>" + names[kind] + "</extra>"))
+        fig.add_trace(go.Scatter(x=[best["epoch"]], y=[best["val_error"]], mode="markers", legendgroup=kind,
+                                 showlegend=False, marker={"size": 10, "color": colour, "symbol": "star",
+                                                           "line": {"width": 1, "color": "white"}},
+                                 hovertemplate=f"kept: epoch %{{x}}, validation %{{y:.2f}}%, test "
+                                               f"{best['test_error']:.2f}%<extra>{names[kind]}</extra>"))
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      xaxis={"title": x_title, "rangemode": "tozero"},
+                      yaxis={"title": "validation error (%)", "range": [0, top * 1.15]},
                       legend={"orientation": "h", "y": -0.3})
     return fig
 

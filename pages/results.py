@@ -1,9 +1,10 @@
-"""Results: Table 1 (the paper's and ours), what unlabelled images buy, every saved run, error vs N, confusion
-matrix, hardest digits, manage runs."""
+"""Results: Table 1 (the paper's and ours), what unlabelled images buy (errors and learning curves), every saved
+run, error vs N, confusion matrix, hardest digits, manage runs."""
 
 from __future__ import annotations
 
 import io
+import math
 import zipfile
 from pathlib import Path
 
@@ -54,21 +55,46 @@ def table_1() -> pd.DataFrame:
 
 
 def unlabelled_gain() -> None:
-    """The same labelled images with and without the unlabelled ones: test error per model and label draw."""
+    """The same labelled images with and without the unlabelled ones: test error per model and label draw, and the
+    learning curves of one draw."""
     n, draws = measured.GAIN_N, measured.GAIN_DRAWS
     st.subheader("What the unlabelled images buy")
-    st.plotly_chart(_charts.gain_figure(measured.GAIN, measured.GAIN_NAMES, draws), key="rs_gain",
-                    config={"displayModeBar": False})
-    st.dataframe(pd.DataFrame(measured.gain_rows()), hide_index=True, key="rs_gain_table", width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.2f")
-                                for c in [*(f"draw {d}" for d in draws), "mean"]})
-    st.caption(f"MNIST test error (%) with the same N = {n} labelled images (label draws "
-               f"{', '.join(map(str, draws))}) in every row; bars are the means, marks the draws. *Labels only* "
-               f"trains q(y|x) on those {n} images; the other models also learn from the "
-               f"{measured.GAIN_UNLABELLED:,} unlabelled training images. M2 keeps the better of two "
-               "initialisations per draw, chosen on validation error; M1 + label spreading's k and α were chosen on "
-               f"these draws' validation error. The paper's network on the labels alone (NN) had "
-               f"{PAPER_BY_KIND['supervised'][n]:.2f}%.")
+    left, right = st.columns(2, gap="large")
+    with left:
+        st.plotly_chart(_charts.gain_figure(measured.GAIN, measured.GAIN_NAMES, draws), key="rs_gain",
+                        config={"displayModeBar": False})
+        st.dataframe(pd.DataFrame(measured.gain_rows()), hide_index=True, key="rs_gain_table", width="stretch",
+                     column_config={c: st.column_config.NumberColumn(format="%.2f")
+                                    for c in [*(f"draw {d}" for d in draws), "mean"]})
+        st.caption(f"MNIST test error (%) with the same N = {n} labelled images (label draws "
+                   f"{', '.join(map(str, draws))}) in every row; bars are the means, marks the draws. *Labels only* "
+                   f"trains q(y|x) on those {n} images; the other models also learn from the "
+                   f"{measured.GAIN_UNLABELLED:,} unlabelled training images. M2 keeps the better of two "
+                   "initialisations per draw, chosen on validation error; M1 + label spreading's k and α were chosen "
+                   f"on these draws' validation error. The paper's network on the labels alone (NN) had "
+                   f"{PAPER_BY_KIND['supervised'][n]:.2f}%.")
+    with right:
+        learning_curves()
+
+
+def learning_curves() -> None:
+    """Validation error per epoch of labels only, M2 and M1+M2 with the same labelled images, on one axis."""
+    try:
+        runs = measured.curve_runs()
+    except OSError:
+        st.info("The learning curves' run files are not in this copy of the app.")
+        return
+    cfg = runs["supervised"]["config"]  # every run: the same batches, so an epoch is the same number of steps
+    steps = math.ceil(measured.GAIN_UNLABELLED / cfg["batch_size"])
+    st.plotly_chart(_charts.curves_figure(runs, measured.GAIN_NAMES,
+                                          f"epoch ({steps} steps of {cfg['labelled_batch']} labelled images)"),
+                    key="rs_curves", config={"displayModeBar": False})
+    low = min(h["val_error"] for h in runs["supervised"]["history"])
+    st.caption(f"Validation error after each epoch with the same N = {cfg['labels']} labelled images (label draw "
+               f"{cfg['seed']}): labels alone stay above {math.floor(low)}% from the first epoch on; M2 and M1+M2, "
+               f"which also see the {measured.GAIN_UNLABELLED:,} unlabelled images, go far lower. A star marks the "
+               "epoch each run keeps (best on validation); the legend gives its test error. M1+M2 starts from the "
+               "shipped M1, trained beforehand on the images without their labels.")
 
 
 @st.cache_data(max_entries=16, show_spinner="Evaluating on the test set…")
@@ -226,9 +252,9 @@ with right:
                "chosen on validation error) above Kingma et al. (2014). M1+TSVM is M1's features with a "
                f"transductive SVM; ours spreads the labels over M1's latent means ({measured.NOTES['m1']}). "
                f"M2 at {measured.NOTES['m2']}.")
-left, right = st.columns(2, gap="large")
+st.subheader("Test error against N")
+left, right = st.columns([5, 2], gap="large")
 with left:
-    st.subheader("Test error against N")
     ds = st.segmented_control("Dataset", datasets, format_func=lambda d: _ui.DATASET_NAMES.get(d, d), key="rs_ds",
                               required=True, label_visibility="collapsed")
     mine = [r for r in good if r["dataset"] == ds]
@@ -236,12 +262,12 @@ with left:
     st.plotly_chart(_charts.error_vs_n_figure(mine, PAPER if ds == "mnist" else None, _ui.MODEL_NAMES, ours,
                                               measured.TABLE_NAMES),
                     key="rs_vsn", config={"displayModeBar": False})
+with right:
     st.caption(("Points are the saved runs; dashed lines the paper's numbers, solid lines our means from the "
                 "table. " if ds == "mnist" else
                 "Points are the saved runs (the paper reports MNIST only here). ") + "The x axis is logarithmic."
                + ("" if mine else f" No finished {_ui.DATASET_NAMES.get(ds, ds)} runs yet."))
-with right:
-    unlabelled_gain()
+unlabelled_gain()
 
 if rows:
     st.subheader("One run up close")

@@ -10,13 +10,19 @@ from ssvae_core import jobs, validate
 from ssvae_core.checkpoints import read_meta
 from ssvae_core.errors import CheckpointError, DataError
 from ssvae_core.models import ModelConfig
-from ssvae_core.recipes import DATASET_NAMES, MODEL_NAMES, SHIPPED_M1, recipe_settings
+from ssvae_core.recipes import CLASSIFIER_NAMES, DATASET_NAMES, MODEL_NAMES, SHIPPED_M1, recipe_settings
 from ssvae_core.train import TrainConfig
 
 PRESETS = [100, 600, 1000, 3000]
 DEFAULTS = TrainConfig()
 DEFAULT_MODEL = "m1m2"  # on MNIST it starts from the shipped M1: the quickest model worth exploring
 KEEP = "session"  # settings survive switching pages
+CLASSIFIER_NOTES = {  # M1's classifiers in a sentence, under the choice
+    "knn": "Each image takes the majority class of its 3 nearest labelled images in M1's latent space.",
+    "svm": "An RBF-kernel SVM fitted on the N labelled images' latent means.",
+    "spreading": "The labels spread over a graph of the labelled and unlabelled images' latent means, transductive "
+                 "like the paper's M1+TSVM: the results table's M1 row.",
+}
 
 
 def _init(key: str, value) -> None:
@@ -98,6 +104,7 @@ def settings() -> TrainConfig | None:
                        ("tr_preset", DEFAULTS.labels if DEFAULTS.labels in PRESETS else None), ("tr_seed", 0),
                        ("tr_device", "auto"), ("tr_z", ModelConfig().z_dim), ("tr_batch", DEFAULTS.batch_size),
                        *_recipe_fields(DEFAULT_MODEL, DEFAULTS.labels).items(),
+                       ("tr_classifier", recipe_settings("m1")["classifier"]),
                        ("tr_recipe_for", (DEFAULT_MODEL, DEFAULTS.labels))):
         _init(key, value)
     _follow_recipe()
@@ -114,8 +121,9 @@ def settings() -> TrainConfig | None:
 
     kind = st.segmented_control("Model", ["m2", "m1m2", "m1", "supervised"], key="tr_model",
                                 format_func=MODEL_NAMES.get, required=True, persist_state=KEEP,
-                                help="M2 and M1+M2 are the generative semi-supervised models; M1 (VAE + kNN) and a "
-                                     "supervised MLP on the labels alone are baselines.")
+                                help="M2 and M1+M2 are the generative semi-supervised models; M1 (a VAE, then a "
+                                     "classifier on its latent means) and a supervised MLP on the labels alone are "
+                                     "baselines.")
     st.pills("Label budget N (the paper's settings)", PRESETS, key="tr_preset", on_change=_preset_chosen,
              persist_state=KEEP)
     labels = st.number_input("Labelled images N", step=10, key="tr_labels", on_change=_labels_typed,
@@ -123,13 +131,22 @@ def settings() -> TrainConfig | None:
                              help="Drawn class-balanced with the seed: N must be a multiple of the number of classes.")
     _say(st, refused, "labels")
     st.button("Use the results recipe for this model", on_click=_use_recipe, icon=":material/tune:",
-              help="Epochs, learning rates, KL warm-up and hidden sizes of the recipe behind the results table for "
-                   "this model and N (the same as `python -m ssvae_core train --recipe`). The form starts with it and "
-                   "follows the model and N until you change a setting.")
+              help="Epochs, learning rates, KL warm-up and hidden sizes (M1: its classifier) of the recipe behind "
+                   "the results table for this model and N (the same as `python -m ssvae_core train --recipe`). The "
+                   "form starts with it and follows the model and N until you change a setting.")
     if kind == "m1m2" and _ui.shipped_m1(dataset):
         st.checkbox("Train a fresh M1 first", key="tr_fresh_m1", persist_state=KEEP,
                     help="Off: the M2 stage starts from the shipped M1 (the recipe's, trained on the unlabelled "
                          "images only), so only the stage trains. On: the M1 stage below trains first.")
+    classifier = DEFAULTS.classifier  # only M1 uses one
+    if kind == "m1":
+        classifier = st.selectbox("M1's classifier", list(CLASSIFIER_NAMES), key="tr_classifier",
+                                  format_func=CLASSIFIER_NAMES.get, persist_state=KEEP,
+                                  help="What turns M1's latent means into classes, after every epoch. The first two "
+                                       "learn from the N labelled images only; label spreading also uses the "
+                                       "unlabelled ones and the validation and test images (not their labels), one "
+                                       "graph over all of them, which adds up to a minute per epoch on MNIST.")
+        st.caption(CLASSIFIER_NOTES[classifier])
     c1, c2 = st.columns(2)
     epochs = c1.number_input("Epochs", step=1, key="tr_epochs", persist_state=KEEP,
                              help="M1+M2: epochs of the M2 stage")
@@ -195,7 +212,7 @@ def settings() -> TrainConfig | None:
     return TrainConfig(model=model, dataset=dataset, labels=int(labels), seed=int(seed), epochs=int(epochs),
                        m1_epochs=int(m1_epochs), lr=float(lr), lr_final=float(lr_final), kl_warmup=float(kl),
                        m1_lr=float(m1_lr), m1_lr_final=float(m1_lr_final), m1_kl_warmup=float(m1_kl),
-                       batch_size=int(batch), device=device)
+                       batch_size=int(batch), classifier=classifier, device=device)
 
 
 def start(cfg: TrainConfig) -> None:

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="run folder (default checkpoints/MODEL-DATASET-nN-sSEED[-iINIT])")
     p.add_argument("--recipe", action="store_true",
                    help="the results recipe for --model at --labels (epochs, learning rates, KL warm-up, hidden "
-                        "sizes); flags given explicitly still win")
+                        "sizes, M1's classifier); flags given explicitly still win")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="go on with an interrupted or stopped run from its last finished epoch, with its own "
                         "settings (other training flags are ignored)")

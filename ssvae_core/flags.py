@@ -68,7 +68,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="M1+M2: prune z1 units whose mean varies less than this (0 keeps all)")
     p.add_argument("--classifier", default=d.classifier, choices=CLASSIFIERS,
                    help="M1's classifier on latent means: 3-NN, an RBF SVM, or label spreading over the kNN graph of "
-                        "the labelled and unlabelled training images")
+                        f"the labelled and unlabelled training images (default {d.classifier}; train --recipe: the "
+                        "recipe's)")
     p.add_argument("--half", action="store_true", help="store weights in float16 (half the size)")
     add_data_args(p)
 
@@ -91,15 +92,17 @@ def config_from_args(a: argparse.Namespace, kind: str, labels: int, seed: int, d
                        active_threshold=a.active_threshold, classifier=a.classifier, device=a.device, init=init)
 
 
+# the settings a recipe fixes; parsers that take a recipe default them to None
 RECIPE_FLAGS = ("epochs", "lr", "lr_final", "kl_warmup", "hidden", "m1_epochs", "m1_lr", "m1_lr_final",
-                "m1_kl_warmup")  # the settings a recipe fixes; parsers that take a recipe default them to None
+                "m1_kl_warmup", "classifier")
 
 
 def fill(a: argparse.Namespace, values: dict | None) -> argparse.Namespace:
     """Give every recipe flag left at None its value from `values` (a recipe), else the TrainConfig default."""
     d, m = _defaults()
     plain = {"epochs": d.epochs, "lr": d.lr, "lr_final": d.lr_final, "kl_warmup": d.kl_warmup, "hidden": m.hidden,
-             "m1_epochs": d.m1_epochs, "m1_lr": d.m1_lr, "m1_lr_final": d.m1_lr_final, "m1_kl_warmup": d.m1_kl_warmup}
+             "m1_epochs": d.m1_epochs, "m1_lr": d.m1_lr, "m1_lr_final": d.m1_lr_final, "m1_kl_warmup": d.m1_kl_warmup,
+             "classifier": d.classifier}
     for k in RECIPE_FLAGS:
         if getattr(a, k, None) is None:
             setattr(a, k, (values or plain).get(k, plain[k]))

@@ -6,7 +6,9 @@ validation error, and M1 + label spreading's k and α on the validation error of
 
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
 
 from ssvae_core.recipes import PAPER, PAPER_NAMES
 
@@ -33,6 +35,16 @@ GAIN = {
 }
 GAIN_NAMES = {"supervised": "Labels only (supervised)", "m1": "M1 + label spreading", "m2": "M2", "m1m2": "M1+M2"}
 
+# The same comparison epoch by epoch, on one label draw (the shipped models'): each run's run.json, whose history
+# holds its validation and test error after every epoch; paths from the repository root (docs/experiments.md)
+CURVES_DRAW = 1
+CURVES = {
+    "supervised": "docs/curves/supervised-mnist-n100-s1.json",  # that run's run.json, its weights not shipped
+    "m2": "checkpoints/pretrained/m2-mnist-n100/run.json",
+    "m1m2": "checkpoints/pretrained/m1m2-mnist-n100/run.json",
+}
+REPO = Path(__file__).resolve().parents[1]
+
 
 def cell(mean: float, std: float) -> str:
     """A table cell: '2.93 ± 0.06'."""
@@ -53,6 +65,11 @@ def gain_rows() -> list[dict]:
     """One row per model of the 'what unlabelled images buy' comparison: test error per draw and their mean."""
     return [{"model": GAIN_NAMES[k], **{f"draw {d}": e for d, e in zip(GAIN_DRAWS, errs, strict=True)},
              "mean": round(statistics.mean(errs), 2)} for k, errs in GAIN.items()]
+
+
+def curve_runs(root: Path = REPO) -> dict[str, dict]:
+    """The run.json behind each learning curve of CURVES, by model (OSError when a file is not there)."""
+    return {kind: json.loads((root / path).read_text()) for kind, path in CURVES.items()}
 
 
 def _draws(draws: tuple[int, ...]) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 MODEL_NAMES = {"m1": "M1", "m2": "M2", "m1m2": "M1+M2", "supervised": "Supervised"}
 DATASET_NAMES = {"mnist": "MNIST", "digits": "Digits (8×8)", "svhn": "SVHN", "norb": "small NORB"}
+CLASSIFIER_NAMES = {"knn": "3-NN on latent means", "svm": "RBF SVM on latent means",  # M1's: classifiers.CLASSIFIERS
+                    "spreading": "Label spreading (transductive)"}
 
 PAPER = {  # Kingma et al. 2014, Table 1: MNIST test error (%) with N labels
     "m2": {100: 11.97, 600: 4.94, 1000: 3.60, 3000: 3.92},
@@ -14,8 +16,9 @@ PAPER = {  # Kingma et al. 2014, Table 1: MNIST test error (%) with N labels
 PAPER_NAMES = {"m1": "M1+TSVM", "m2": "M2", "m1m2": "M1+M2", "supervised": "NN"}  # the paper's row names
 
 RECIPE = {  # per-model settings of the results table (docs/experiments.md says how each was chosen)
-    # the shared M1 of M1+M2, M1_EPOCHS epochs, its KL weight rising from 0 to 1 over the first 60
-    "m1": {"epochs": 150, "lr": 1e-3, "lr_final": 1e-4, "hidden": [500], "kl_warmup": 60.0},
+    # the shared M1 of M1+M2, M1_EPOCHS epochs, its KL weight rising from 0 to 1 over the first 60; M1 alone
+    # (`train --recipe`, the Train page) classifies its latent means by label spreading, the results table's M1 row
+    "m1": {"epochs": 150, "lr": 1e-3, "lr_final": 1e-4, "hidden": [500], "kl_warmup": 60.0, "classifier": "spreading"},
     "m2": {"epochs": 45, "lr": 3e-3, "lr_final": 3e-4, "hidden": [500, 500], "kl_warmup": 0.0},
     "m1m2": {"epochs": 150, "lr": 3e-3, "lr_final": 3e-4, "hidden": [500], "kl_warmup": 0.0},
     "supervised": {"epochs": 20, "lr": 1e-3, "lr_final": 1e-4, "hidden": [500, 500], "kl_warmup": 0.0},
@@ -35,10 +38,10 @@ def recipe(model: str, labels: int | None = None) -> dict:
 
 
 def recipe_settings(model: str, labels: int | None = None) -> dict:
-    """Every setting the recipe fixes for `model` at `labels`: epochs, lr, lr_final, kl_warmup, hidden, and for
-    M1+M2's M1 stage m1_epochs, m1_lr, m1_lr_final, m1_kl_warmup (what `train --recipe`, `reproduce` and the Train
-    page's recipe use)."""
+    """Every setting the recipe fixes for `model` at `labels`: epochs, lr, lr_final, kl_warmup, hidden, for M1+M2's
+    M1 stage m1_epochs, m1_lr, m1_lr_final, m1_kl_warmup, and for M1 its classifier (what `train --recipe` and the
+    Train page use; `reproduce` all but the classifier, so its shared M1 for M1+M2 keeps kNN)."""
     r, m1 = recipe(model, labels), RECIPE["m1"]
     return {"epochs": r["epochs"], "lr": r["lr"], "lr_final": r["lr_final"], "kl_warmup": r["kl_warmup"],
             "hidden": list(r["hidden"]), "m1_epochs": M1_EPOCHS, "m1_lr": m1["lr"], "m1_lr_final": m1["lr_final"],
-            "m1_kl_warmup": m1["kl_warmup"]}
+            "m1_kl_warmup": m1["kl_warmup"], **({"classifier": r["classifier"]} if "classifier" in r else {})}

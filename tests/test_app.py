@@ -4,6 +4,7 @@ sliders change the image, analogies have K columns, bad uploads show an error.""
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +14,11 @@ from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 from ssvae_core import jobs, measured
-from ssvae_core.checkpoints import save_trainer
+from ssvae_core.checkpoints import read_meta, save_trainer
+from ssvae_core.classifiers import CLASSIFIERS
 from ssvae_core.data import load_dataset
 from ssvae_core.models import ModelConfig
-from ssvae_core.recipes import recipe_settings
+from ssvae_core.recipes import CLASSIFIER_NAMES, recipe_settings
 from ssvae_core.train import TrainConfig, Trainer
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -433,3 +435,60 @@ def test_results_page_shows_table_1_and_what_unlabelled_images_buy(monkeypatch, 
     gain = next(f for f in frames if "mean" in f.columns)
     assert list(gain["model"]) == list(measured.GAIN_NAMES.values())
     assert gain["mean"].tolist() == [g["mean"] for g in measured.gain_rows()]
+
+
+def test_results_page_shows_the_learning_curves_side_by_side(monkeypatch, ckpt_root):
+    at = app(monkeypatch, ckpt_root)
+    at.switch_page("pages/results.py").run()
+    assert_clean(at, "results")
+    chart = next(c for c in at.get("plotly_chart") if c.key == "rs_curves")
+    lines = [t for t in json.loads(chart.proto.spec)["data"] if t.get("mode") == "lines"]
+    runs = measured.curve_runs()
+    assert [t["name"].split(" · ")[0] for t in lines] == [measured.GAIN_NAMES[k] for k in runs]
+    assert [len(t["x"]) for t in lines] == [r["config"]["epochs"] for r in runs.values()]  # every epoch
+    assert any(c.value.startswith(f"Validation error after each epoch with the same N = {measured.GAIN_N} labelled "
+                                  f"images (label draw {measured.CURVES_DRAW})") for c in at.caption)
+
+
+def test_train_page_offers_m1_s_classifier_and_passes_it_on(monkeypatch, tmp_path):
+    at = app(monkeypatch, tmp_path / "ck")
+    at.switch_page("pages/train.py").run()
+    for model in ("m2", "m1m2", "supervised"):
+        at.segmented_control(key="tr_model").set_value(model).run()
+        assert "tr_classifier" not in [s.key for s in at.selectbox], model  # only M1 has one
+    at.segmented_control(key="tr_model").set_value("m1").run()
+    assert_clean(at, "train")
+    box = at.selectbox(key="tr_classifier")
+    assert box.value == recipe_settings("m1")["classifier"] == "spreading"  # the recipe's, the results table's row
+    assert box.options == [CLASSIFIER_NAMES[k] for k in CLASSIFIERS]
+    box.set_value("svm")
+    at.selectbox(key="tr_dataset").set_value("digits")
+    at.number_input(key="tr_epochs").set_value(1)
+    at.run()
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert_clean(at, "train")
+    job = jobs.get_job(at.session_state["tr_job"])
+    assert (job.cfg.model.kind, job.cfg.classifier) == ("m1", "svm")
+    job.join(120)
+    assert read_meta(job.run_dir)["config"]["classifier"] == "svm"  # the run folder records it
+
+
+def test_train_recipe_and_the_train_page_give_m1_the_same_classifier(monkeypatch, tmp_path):
+    from ssvae_core import cli
+
+    seen = {}
+
+    def fake_run(cfg, data, out, **kw) -> dict:
+        seen["cfg"] = cfg
+        return {"best": {"epoch": 1, "val_error": 1.0, "test_error": 1.0}, "wall_seconds": 1.0, "device": "cpu"}
+
+    monkeypatch.setattr(cli, "run_training", fake_run)
+    monkeypatch.setattr(cli, "load_dataset", lambda *a, **k: None)
+    assert cli.main(["train", "--model", "m1", "--recipe", "--out", str(tmp_path / "m1")]) == 0
+    from_cli = seen["cfg"].classifier
+    assert cli.main(["train", "--model", "m1", "--out", str(tmp_path / "m1")]) == 0
+    assert seen["cfg"].classifier == TrainConfig().classifier != from_cli  # without --recipe: the plain default
+    at = app(monkeypatch, tmp_path / "ck")
+    at.switch_page("pages/train.py").run()
+    at.segmented_control(key="tr_model").set_value("m1").run()
+    assert at.selectbox(key="tr_classifier").value == from_cli == recipe_settings("m1")["classifier"]

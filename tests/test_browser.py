@@ -311,6 +311,22 @@ def test_train_form_refuses_epochs_0_and_n_15(server, page, tmp_path):
     assert start.is_enabled()
 
 
+def test_train_form_shows_m1_s_classifier_for_m1_only(server, page, tmp_path):
+    from ssvae_core.recipes import CLASSIFIER_NAMES
+
+    open_page(page, f"{server}/train")
+    main = page.locator('[data-testid="stMain"]')
+    assert main.get_by_text("M1's classifier", exact=True).count() == 0  # the default model is M1+M2
+    main.get_by_role("radiogroup", name="Model").get_by_role("radio", name="M1", exact=True).click()
+    settle(page)
+    box = main.locator('[data-testid="stSelectbox"]').filter(has_text="M1's classifier")
+    box.wait_for(timeout=15_000)
+    assert box.is_visible()
+    assert box.locator("input").input_value() == CLASSIFIER_NAMES["spreading"]  # the recipe's
+    assert box.locator("input").evaluate("e => e.scrollWidth <= e.clientWidth"), "the name is cut off"
+    shoot(page, shots_dir(tmp_path) / "train-m1-classifier.png")
+
+
 def test_random_weights_show_as_broken_on_results(server, page, tmp_path):
     open_page(page, f"{server}/results")
     caption = page.locator('[data-testid="stCaptionContainer"]').filter(has_text="run folders under")

@@ -50,3 +50,24 @@ def test_table_rows_pair_ours_with_the_paper():
     gain = measured.gain_rows()
     assert [g["model"] for g in gain] == list(measured.GAIN_NAMES.values())
     assert all(set(g) == {"model", "draw 0", "draw 1", "draw 2", "mean"} for g in gain)
+
+
+def test_learning_curves_are_one_draw_at_the_stated_n():
+    """The Results page's learning curves: for each model its own run at N = GAIN_N on label draw CURVES_DRAW, all
+    with the same labelled images and batches (so an epoch is the same number of steps), an error after every epoch,
+    and the kept epoch's test error is that draw's figure in GAIN."""
+    runs = measured.curve_runs()
+    assert list(runs) == ["supervised", "m2", "m1m2"]
+    first = runs["supervised"]
+    for kind, run in runs.items():
+        cfg = run["config"]
+        assert (cfg["model"]["kind"], cfg["dataset"], cfg["labels"], cfg["seed"]) == (
+            kind, "mnist", measured.GAIN_N, measured.CURVES_DRAW), kind
+        assert (cfg["batch_size"], cfg["labelled_batch"]) == (first["config"]["batch_size"],
+                                                               first["config"]["labelled_batch"]), kind
+        assert run["labelled_indices"] == first["labelled_indices"] and len(first["labelled_indices"]) == cfg["labels"]
+        hist = run["history"]
+        assert [h["epoch"] for h in hist] == list(range(1, cfg["epochs"] + 1)), kind
+        assert all(h["stage"] == kind and "val_error" in h and "test_error" in h for h in hist), kind
+        draw = measured.GAIN[kind][measured.GAIN_DRAWS.index(measured.CURVES_DRAW)]
+        assert abs(run["best"]["test_error"] - draw) < 0.005, kind
