@@ -142,10 +142,11 @@ def settings() -> TrainConfig | None:
     if kind == "m1":
         classifier = st.selectbox("M1's classifier", list(CLASSIFIER_NAMES), key="tr_classifier",
                                   format_func=CLASSIFIER_NAMES.get, persist_state=KEEP,
-                                  help="What turns M1's latent means into classes, after every epoch. The first two "
-                                       "learn from the N labelled images only; label spreading also uses the "
-                                       "unlabelled ones and the validation and test images (not their labels), one "
-                                       "graph over all of them, which adds up to a minute per epoch on MNIST.")
+                                  help="What turns M1's latent means into classes. The first two learn from the N "
+                                       "labelled images only; label spreading also uses the unlabelled ones and the "
+                                       "validation and test images (not their labels), one graph over all of them. "
+                                       "It takes about a minute on MNIST, so it runs once, on the M1 kept at the "
+                                       "end; the curves after each epoch are 3-NN's.")
         st.caption(CLASSIFIER_NOTES[classifier])
     c1, c2 = st.columns(2)
     epochs = c1.number_input("Epochs", step=1, key="tr_epochs", persist_state=KEEP,
