@@ -60,11 +60,12 @@ def step_flops(trainer: Trainer, li: torch.Tensor, u: torch.Tensor) -> float:
     return float(counter.get_total_flops())
 
 
-def bench_model(kind: str, data, device: str, labels: int, epochs: int) -> dict:
+def bench_model(kind: str, data, device: str, labels: int, epochs: int, compile: bool = False) -> dict:
     """Train `kind`, shaped as `reproduce`'s recipe, for `epochs` real epochs (M1+M2: one M1 epoch first) and
     measure the last one."""
     model = ModelConfig(kind=kind, hidden=RECIPE[kind]["hidden"])
-    cfg = TrainConfig(model=model, dataset=data.name, labels=labels, epochs=epochs, m1_epochs=1, device=device)
+    cfg = TrainConfig(model=model, dataset=data.name, labels=labels, epochs=epochs, m1_epochs=1, device=device,
+                      compile=compile)
     trainer = Trainer(cfg, data)
     history = list(trainer.epochs())
     rec = history[-1]
@@ -98,12 +99,12 @@ def bench_batched(kind: str, data, device: str, labels: int, runs: int, epochs: 
 
 
 def to_target(kind: str, data, labels: int, seed: int, device: str, m1_run: str | None, until_target: bool,
-              out=print) -> dict:
+              out=print, compile: bool = False) -> dict:
     """Train `kind` with its recipe on label draw `seed`, printing each epoch's wall seconds and errors; returns the
     first epoch and wall seconds at which validation error reached TARGETS[kind], and the best errors."""
     r = recipe_settings(kind, labels)
     model = ModelConfig(kind=kind, hidden=r["hidden"])
-    cfg = TrainConfig(model=model, dataset=data.name, labels=labels, seed=seed, device=device,
+    cfg = TrainConfig(model=model, dataset=data.name, labels=labels, seed=seed, device=device, compile=compile,
                       **{k: r[k] for k in ("epochs", "lr", "lr_final", "kl_warmup", "m1_epochs", "m1_lr",
                                           "m1_lr_final", "m1_kl_warmup")})
     trainer = Trainer(cfg, data, m1_state=start_m1(cfg, m1_run)[0])
@@ -132,7 +133,7 @@ def cmd_to_target(a: argparse.Namespace, device: torch.device, peak: float) -> i
             print(f"{kind} N={a.labels} seed {seed}" + (f", M1 {m1_run}" if kind == "m1m2" and m1_run else ""),
                   flush=True)
             rows.append(to_target(kind, data, a.labels, seed, a.device, m1_run, a.until_target,
-                                  out=lambda line: print(line, flush=True)))
+                                  out=lambda line: print(line, flush=True), compile=a.compile))
     print(f"\nmeasured float32 matmul throughput: {peak:.1f} GFLOP/s ({device}, {torch.get_num_threads()} threads)")
     print(f"{'model':<7}{'seed':>5}{'target':>8}{'epoch':>7}{'seconds':>9}{'test then':>11}{'best val':>10}"
           f"{'its test':>10}{'wall s':>8}")
@@ -154,7 +155,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
     peak = matmul_gflops(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"dataset {data.name} ({len(data.x_train)} training images), {a.labels} labels")
+          f"dataset {data.name} ({len(data.x_train)} training images), {a.labels} labels"
+          + ("; steps torch.compile'd" if a.compile else ""))
     print(f"measured float32 matmul throughput: {peak:.1f} GFLOP/s")
     if a.batched:
         print(f"{a.batched} runs of each model, one epoch each (the last of {a.epochs}), training steps only:")
@@ -168,7 +170,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
         return 0
     print(f"{'model':<8}{'s/epoch':>10}{'images/s':>12}{'GFLOP/s':>10}{'of peak':>9}")
     for kind in (a.models or "m1,m2,m1m2").split(","):
-        r = bench_model(kind, data, a.device, a.labels, a.epochs)
+        r = bench_model(kind, data, a.device, a.labels, a.epochs, a.compile)
         print(f"{r['model']:<8}{r['seconds_per_epoch']:>10.2f}{r['images_per_s']:>12.0f}"
               f"{r['gflops']:>10.1f}{100 * r['gflops'] / peak:>8.1f}%", flush=True)
     return 0
@@ -189,5 +191,8 @@ def add_parser(sub) -> None:
     p.add_argument("--batched", type=at_least(2), default=None, metavar="R",
                    help="time one epoch of R runs of M2 and M1+M2 one by one, then the same R runs batched "
                         "(reproduce --batched)")
+    p.add_argument("--compile", action="store_true",
+                   help="train with torch.compile'd steps (CUDA graphs on a GPU); with --epochs 2 or more the timed "
+                        "epoch leaves the compilation out")
     add_data_args(p)
     p.set_defaults(func=cmd_bench)

@@ -70,6 +70,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="M1's classifier on latent means: 3-NN, an RBF SVM, or label spreading over the kNN graph of "
                         f"the labelled and unlabelled training images (default {d.classifier}; train --recipe: the "
                         "recipe's)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile each training step's loss (on CUDA replayed as CUDA graphs); the first steps "
+                        "wait for the compiler (about 10-60 s on a CPU). Not with reproduce --batched")
     p.add_argument("--half", action="store_true", help="store weights in float16 (half the size)")
     add_data_args(p)
 
@@ -89,7 +92,8 @@ def config_from_args(a: argparse.Namespace, kind: str, labels: int, seed: int, d
                        alpha=a.alpha, ema=a.ema, z1_sample=not a.z1_mean, binarize=not a.no_binarize,
                        m1_lr=getattr(a, "m1_lr", None),
                        m1_lr_final=getattr(a, "m1_lr_final", None), m1_kl_warmup=getattr(a, "m1_kl_warmup", None),
-                       active_threshold=a.active_threshold, classifier=a.classifier, device=a.device, init=init)
+                       active_threshold=a.active_threshold, classifier=a.classifier, device=a.device, init=init,
+                       compile=a.compile)
 
 
 # the settings a recipe fixes; parsers that take a recipe default them to None

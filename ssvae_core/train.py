@@ -46,6 +46,7 @@ class TrainConfig:
     active_threshold: float = 0.01  # M1+M2: z1 units whose mean varies less than this are pruned
     classifier: str = "knn"  # M1: "knn", "svm" or "spreading" (labels spread over labelled + unlabelled means)
     device: str = "auto"
+    compile: bool = False  # torch.compile each step's loss (on CUDA as CUDA graphs: the step never waits on the host)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -213,6 +214,7 @@ class Trainer:
         self._t_start = time.perf_counter()
         self.wall_seconds = 0.0  # training and per-epoch evaluation, from the start of epochs() (resumes add up)
         self._stop = threading.Event()
+        self._compiled: dict[str, Callable] = {}  # stage → its compiled batch_terms (cfg.compile)
         self.stopped = False
         if resume is not None:
             self.history = list(resume["history"])
@@ -360,9 +362,12 @@ class Trainer:
             at = st.epoch * steps + step  # steps taken in this stage before this one
             for g in st.opt.param_groups:
                 g["lr"] = lr_at(cfg, at, total_steps)
+            if cfg.compile and self.device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are no longer read
             u = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             li = self.lab_idx[torch.randint(len(self.lab_idx), (cfg.labelled_batch,), device=self.device)]
-            terms = self.batch_terms(model, stage, li, u, q_z1, beta, kl_weight_at(cfg, at, steps), lab_weight)
+            terms = self.step_terms(stage)(model, stage, li, u, q_z1, beta, self._kl(kl_weight_at(cfg, at, steps)),
+                                           lab_weight)
             if check_each_step and not torch.isfinite(terms["loss"]):
                 _not_finite(terms["loss"], st.epoch + 1, stage, f"batch {step + 1}")
             st.opt.zero_grad(set_to_none=True)
@@ -428,6 +433,21 @@ class Trainer:
     def binarizes(self, stage: str) -> bool:
         """Dynamic binarisation of the pixels: Bernoulli pixel models only, never the supervised baseline."""
         return self.cfg.binarize and self.cfg.model.likelihood == "bernoulli" and stage != "supervised"
+
+    def step_terms(self, stage: str) -> Callable[..., dict[str, torch.Tensor]]:
+        """batch_terms, or with cfg.compile its torch.compile'd form for `stage` (compiled on first use; on CUDA in
+        "reduce-overhead" mode, so a step is replayed as CUDA graphs without waiting on the host)."""
+        if not self.cfg.compile:
+            return self.batch_terms
+        if stage not in self._compiled:
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self._compiled[stage] = torch.compile(self.batch_terms, mode=mode, dynamic=False)
+        return self._compiled[stage]
+
+    def _kl(self, weight: float) -> float | torch.Tensor:
+        """The KL weight as passed to a step: a float, or with cfg.compile a 0-d tensor (a compiled step would
+        be recompiled for every new float during a KL warm-up)."""
+        return torch.tensor(weight, device=self.device) if self.cfg.compile else weight
 
     def batch_terms(self, model: nn.Module, stage: str, li: torch.Tensor, u: torch.Tensor, q_z1: torch.Tensor | None,
                     beta: float, kl_weight: float = 1.0, lab_weight: float = 1.0) -> dict[str, torch.Tensor]:
