@@ -196,6 +196,9 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     if a.ray is not None and a.batched:
         print("--batched trains in this process; it does not combine with --ray.")
         return 2
+    if a.batched and a.compile:
+        print("--compile compiles one run's step; --batched steps many runs at once and is not compiled. Use one.")
+        return 2
     if a.ray is not None and import_ray() is None:
         return 2
     out = Path(a.out)

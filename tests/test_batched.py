@@ -206,6 +206,7 @@ def test_reproduce_batched_writes_the_same_table_and_reusable_folders(tmp_path, 
     assert again.count("finished earlier") == 4 and "runs together" not in again
     assert again.split("model chosen on validation")[1] == table
     assert main([*args, "--ray"]) == 2
+    assert main([*args, "--compile"]) == 2 and "not compiled" in capsys.readouterr().out
 
 
 def test_bench_batched_times_both_ways(digits, monkeypatch):
