@@ -1,10 +1,11 @@
-"""Training steps of each model with torch's nn.Softplus against models.Softplus (same values), interleaved.
+"""Milliseconds per training step of each model three ways, interleaved: torch's nn.Softplus, models.Softplus
+(the same values), and models.Softplus with the step's loss torch.compile'd (train --compile).
 
-    OMP_NUM_THREADS=2 python bench/softplus.py                 # M1+M2 stage (shipped M1), M2, M1 on MNIST
-    python bench/softplus.py --models m1m2 --rounds 5 --steps 50
+    OMP_NUM_THREADS=2 python bench/steps.py                 # M1+M2 stage (shipped M1), M2, M1 on MNIST
+    python bench/steps.py --models m1m2 --rounds 5 --steps 50
 
-Prints the float32 matmul throughput, then per model the milliseconds per step of each activation in every round
-and the ratio of their fastest rounds (rounds alternate, so a busy machine slows both alike).
+Prints the float32 matmul throughput, then per model the milliseconds per step of each way in every round and the
+speed-up of the fastest rounds over torch's softplus (the rounds alternate, so a busy machine slows all alike).
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from ssvae_core.recipes import RECIPE, SHIPPED_M1  # noqa: E402
 from ssvae_core.train import TrainConfig, Trainer, active_units, flush_denormals, m1_features  # noqa: E402
 
 
-def stepper(kind: str, data, activation: type[nn.Module]):
+def stepper(kind: str, data, activation: type[nn.Module], compile: bool = False):
     """A function running n training steps of `kind` (the recipe's sizes; M1+M2 on the shipped M1) built with
-    `activation` as its softplus, returning milliseconds per step."""
+    `activation` as its softplus (and its loss compiled), returning milliseconds per step."""
     models.ACTIVATIONS["softplus"] = activation
     cfg = TrainConfig(model=models.ModelConfig(kind=kind, hidden=RECIPE[kind]["hidden"]), dataset=data.name,
-                      labels=100, seed=0, epochs=1)
+                      labels=100, seed=0, epochs=1, device="cpu", compile=compile)
     m1_state = start_m1(cfg, SHIPPED_M1)[0]
     trainer = Trainer(cfg, data)
     torch.manual_seed(0)
@@ -56,7 +57,7 @@ def stepper(kind: str, data, activation: type[nn.Module]):
         for i in range(n):
             u = trainer.unl_idx[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             li = trainer.lab_idx[torch.randint(len(trainer.lab_idx), (cfg.labelled_batch,))]
-            loss = trainer.batch_terms(model, kind, li, u, q_z1, beta)["loss"]
+            loss = trainer.step_terms(kind)(model, kind, li, u, q_z1, beta, trainer._kl(1.0))["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -75,15 +76,18 @@ def main() -> None:
     data = load_dataset("mnist", args.data_dir)
     print(f"float32 matmul: {matmul_gflops(torch.device('cpu')):.1f} GFLOP/s, {torch.get_num_threads()} threads")
     for kind in args.models.split(","):
-        runs = {"torch": stepper(kind, data, nn.Softplus), "ours": stepper(kind, data, models.Softplus)}
+        runs = {"torch softplus": stepper(kind, data, nn.Softplus), "ours": stepper(kind, data, models.Softplus),
+                "ours compiled": stepper(kind, data, models.Softplus, compile=True)}
         ms: dict[str, list[float]] = {name: [] for name in runs}
         for run in runs.values():
-            run(3)  # warm-up
+            run(3)  # warm-up (and compilation)
         for _ in range(args.rounds):
             for name, run in runs.items():
                 ms[name].append(run(args.steps))
-        rounds = "  ".join(f"{name} " + " ".join(f"{v:.1f}" for v in vs) for name, vs in ms.items())
-        print(f"{kind:5s} ms/step  {rounds}  →  {min(ms['torch']) / min(ms['ours']):.2f}× (fastest rounds)")
+        print(f"{kind}: ms per step in each round; speed-up of the fastest round over torch's softplus")
+        for name, vs in ms.items():
+            print(f"  {name:15s}" + "".join(f"{v:7.1f}" for v in vs)
+                  + f"   {min(ms['torch softplus']) / min(vs):.2f}×", flush=True)
     models.ACTIVATIONS["softplus"] = models.Softplus
 
 
