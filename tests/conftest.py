@@ -32,3 +32,19 @@ def mnist_root() -> Path:
     if root is None:
         pytest.skip("real MNIST not found (../shared/data or $SSVAE_DATA_DIR)")
     return root
+
+
+@pytest.fixture
+def train_configs(monkeypatch) -> dict:
+    """`train` on the command line without training or data: each cli.main call leaves its TrainConfig in ["cfg"]."""
+    from ssvae_core import cli
+
+    seen: dict = {}
+
+    def fake_run(cfg, data, out, **kw) -> dict:
+        seen["cfg"] = cfg
+        return {"best": {"epoch": 1, "val_error": 1.0, "test_error": 1.0}, "wall_seconds": 1.0, "device": "cpu"}
+
+    monkeypatch.setattr(cli, "run_training", fake_run)
+    monkeypatch.setattr(cli, "load_dataset", lambda *a, **k: None)
+    return seen

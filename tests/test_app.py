@@ -473,17 +473,10 @@ def test_train_page_offers_m1_s_classifier_and_passes_it_on(monkeypatch, tmp_pat
     assert read_meta(job.run_dir)["config"]["classifier"] == "svm"  # the run folder records it
 
 
-def test_train_recipe_and_the_train_page_give_m1_the_same_classifier(monkeypatch, tmp_path):
+def test_train_recipe_and_the_train_page_give_m1_the_same_classifier(train_configs, monkeypatch, tmp_path):
     from ssvae_core import cli
 
-    seen = {}
-
-    def fake_run(cfg, data, out, **kw) -> dict:
-        seen["cfg"] = cfg
-        return {"best": {"epoch": 1, "val_error": 1.0, "test_error": 1.0}, "wall_seconds": 1.0, "device": "cpu"}
-
-    monkeypatch.setattr(cli, "run_training", fake_run)
-    monkeypatch.setattr(cli, "load_dataset", lambda *a, **k: None)
+    seen = train_configs
     assert cli.main(["train", "--model", "m1", "--recipe", "--out", str(tmp_path / "m1")]) == 0
     from_cli = seen["cfg"].classifier
     assert cli.main(["train", "--model", "m1", "--out", str(tmp_path / "m1")]) == 0

@@ -89,7 +89,7 @@ def test_kl_weight_rises_linearly_over_the_warm_up_epochs():
 
 
 @pytest.mark.parametrize("model, labels", [("m2", 100), ("m1m2", 100), ("m1m2", 3000), ("supervised", 600)])
-def test_train_recipe_and_reproduce_give_the_same_settings(model, labels, monkeypatch):
+def test_train_recipe_and_reproduce_give_the_same_settings(model, labels, train_configs):
     """`train --recipe`, `reproduce` and the Train page (recipe_settings, tested in test_app) read one recipe."""
     import argparse
 
@@ -103,14 +103,7 @@ def test_train_recipe_and_reproduce_give_the_same_settings(model, labels, monkey
     a = parser.parse_args(["reproduce"])
     from_reproduce = config_from_args(reproduce._with_recipe(a, model, labels), model, labels, 0, "mnist")
 
-    seen = {}
-
-    def fake_run(cfg, data, out, **kw) -> dict:
-        seen["cfg"] = cfg
-        return {"best": {"epoch": 1, "val_error": 1.0, "test_error": 1.0}, "wall_seconds": 1.0, "device": "cpu"}
-
-    monkeypatch.setattr(cli, "run_training", fake_run)
-    monkeypatch.setattr(cli, "load_dataset", lambda *a, **k: None)
+    seen = train_configs
     assert cli.main(["train", "--model", model, "--labels", str(labels), "--recipe", "--out", "/nonexistent"]) == 0
     r = recipe_settings(model, labels)
     for cfg in (seen["cfg"], from_reproduce):
