@@ -25,7 +25,7 @@ from ssvae_core.bench import matmul_gflops  # noqa: E402
 from ssvae_core.checkpoints import start_m1  # noqa: E402
 from ssvae_core.data import load_dataset  # noqa: E402
 from ssvae_core.recipes import RECIPE, SHIPPED_M1  # noqa: E402
-from ssvae_core.train import TrainConfig, Trainer, active_units, flush_denormals, m1_features  # noqa: E402
+from ssvae_core.train import TrainConfig, Trainer, flush_denormals  # noqa: E402
 
 
 def stepper(kind: str, data, activation: type[nn.Module], compile: bool = False):
@@ -33,21 +33,10 @@ def stepper(kind: str, data, activation: type[nn.Module], compile: bool = False)
     `activation` as its softplus (and its loss compiled), returning milliseconds per step."""
     models.ACTIVATIONS["softplus"] = activation
     cfg = TrainConfig(model=models.ModelConfig(kind=kind, hidden=RECIPE[kind]["hidden"]), dataset=data.name,
-                      labels=100, seed=0, epochs=1, device="cpu", compile=compile)
-    m1_state = start_m1(cfg, SHIPPED_M1)[0]
-    trainer = Trainer(cfg, data)
-    torch.manual_seed(0)
-    if kind == "m1m2":
-        m1 = models.M1(data.x_dim, cfg.model, tuple(data.image_shape))
-        m1.load_state_dict(m1_state)
-        active = active_units(m1_features(m1, data.x_train), cfg.active_threshold)
-        cfg.model.z1_active = len(active)
-        model = models.M1M2(data.x_dim, data.num_classes, cfg.model, tuple(data.image_shape))
-        model.m1.load_state_dict(m1_state)
-        model.active.copy_(active)
-        model.m1.requires_grad_(False)
-    else:
-        model = models.build_model(cfg.model, data.x_dim, data.num_classes, tuple(data.image_shape))
+                      labels=100, seed=0, epochs=0, device="cpu", compile=compile)
+    trainer = Trainer(cfg, data, m1_state=start_m1(cfg, SHIPPED_M1)[0])
+    list(trainer.epochs())  # no epochs: builds the model (M1+M2: on the shipped M1, its active units), trains nothing
+    model = trainer.model
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     q_z1 = trainer.q_z1_train(model) if kind == "m1m2" else None
     beta = cfg.alpha * len(data.x_train) / cfg.labels

@@ -469,7 +469,7 @@ class Trainer:
 
     def _evaluate(self, model: nn.Module, stage: str) -> dict:
         if stage == "m1":
-            return self._evaluate_m1(model)
+            return {**self._evaluate_m1(model), "val_elbo": self._val_elbo(model)}
         d = self.data
         if stage == "m1m2":  # M1 is frozen: classify the z1 means of validation and test, computed once
             if self._z1_eval is None:
@@ -493,15 +493,15 @@ class Trainer:
         return elbo.mean().item()
 
     def _evaluate_m1(self, m1: M1, kind: str | None = None) -> dict:
-        """Errors of an M1 classifier `kind` on its latent means, and the validation ELBO; by default the epoch's
-        classifier: the run's, but 3-NN for a label-spreading run (spreading over 70,000 images takes about a
-        minute on a CPU, so it runs once, on the kept M1)."""
+        """Errors of an M1 classifier `kind` on its latent means; by default the epoch's classifier: the run's, but
+        3-NN for a label-spreading run (spreading over 70,000 images takes about a minute on a CPU, so it runs once,
+        on the kept M1)."""
         d = self.data
         kind = kind or ("knn" if self.cfg.classifier == "spreading" else self.cfg.classifier)
         self.latent_classifier = m1_classifier(m1, kind, d, self.lab_idx, self.unl_idx)
         pred_val, pred_test = m1_predict(m1, self.latent_classifier, d)
         errs = {"val_error": error_rate(pred_val, d.y_val), "test_error": error_rate(pred_test, d.y_test)}
-        errs.update(val_elbo=self._val_elbo(m1), classifier=kind)
+        errs["classifier"] = kind
         return errs
 
 
