@@ -339,9 +339,9 @@ def live_panel(job_id: str) -> None:
     job = jobs.get_job(job_id)
     if job is None:
         return
-    panel(job)
-    if not job.active:
+    if not job.active:  # the app's rerun draws the finished panel once, outside this fragment
         st.rerun(scope="app")  # re-enable Start and stop polling
+    panel(job)
 
 
 def interrupted() -> None:

@@ -83,7 +83,9 @@ def test_a_run_survives_reloads_is_seen_from_every_browser_and_opens_when_done(t
         page.get_by_role("button", name="Stop").click()
         wait_for_text(page, "Saved the best epoch")
         wait_for_text(other, "Saved the best epoch")
-        page.get_by_role("button", name="Explore its styles").click()
+        explore = page.get_by_role("button", name="Explore its styles")
+        sync_api.expect(explore).to_have_count(1, timeout=PAGE_TIMEOUT)  # the finished run's panel, drawn once
+        explore.click()
         # the Style page adds its view to the URL's query as it loads: wait for the path alone
         page.wait_for_url(lambda url: urlparse(url).path.endswith("/style"), timeout=PAGE_TIMEOUT)
         settle(page)
