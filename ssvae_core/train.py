@@ -494,8 +494,7 @@ class Trainer:
 
     def _evaluate_m1(self, m1: M1, kind: str | None = None) -> dict:
         """Errors of an M1 classifier `kind` on its latent means; by default the epoch's classifier: the run's, but
-        3-NN for a label-spreading run (spreading over 70,000 images takes about a minute on a CPU, so it runs once,
-        on the kept M1)."""
+        3-NN for a label-spreading run (spreading runs once, on the kept M1)."""
         d = self.data
         kind = kind or ("knn" if self.cfg.classifier == "spreading" else self.cfg.classifier)
         self.latent_classifier = m1_classifier(m1, kind, d, self.lab_idx, self.unl_idx)
