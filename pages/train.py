@@ -255,10 +255,23 @@ def _status_line(snap: dict) -> str:
         if snap["phase"] == "training":
             return f"{what} · starting…"
         return f"{what} · {snap['phase']}…"
-    stage = " (M1 stage)" if snap["stage"] == "m1" else ""
+    m1_stage = snap["stage"] == "m1" and cfg["model"]["kind"] == "m1m2"
     done = sum(1 for h in snap["history"] if h.get("complete", True))
-    return (f"{what} · epoch {done + (1 if snap['status'] in jobs.ACTIVE else 0)}"
-            f"/{snap['epochs_total']}{stage} · batch {snap['step']}/{snap['steps']} · {snap['elapsed']:.0f}s")
+    line = (f"{what} · epoch {done + (1 if snap['status'] in jobs.ACTIVE else 0)}"
+            f"/{snap['epochs_total']}{' (M1 stage)' if m1_stage else ''} · batch {snap['step']}/{snap['steps']}"
+            f" · {snap['elapsed']:.0f}s")
+    if snap["seconds_left"] is not None:
+        line += f" · {_about(snap['seconds_left'])} left" + (" in the M1 stage" if m1_stage else "")
+    return line
+
+
+def _about(seconds: float) -> str:
+    """A rough duration in words: 'under a minute', 'about 7 min', 'about 1.5 h'."""
+    if seconds < 60:
+        return "under a minute"
+    if seconds < 90 * 60:
+        return f"about {round(seconds / 60)} min"
+    return f"about {seconds / 3600:.1f} h"
 
 
 def _open(run_dir: str, page: str) -> None:

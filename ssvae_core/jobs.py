@@ -82,6 +82,8 @@ class Job:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
+    _ends: list[tuple[str, float]] = field(default_factory=list, repr=False)  # (stage, wall time) per epoch here
+    _training_since: float | None = field(default=None, repr=False)
 
     def stop(self) -> None:
         """Ask the run to end after the current batch; the best checkpoint so far is saved."""
@@ -128,7 +130,23 @@ class Job:
                 "message": self.message, "saved": self.saved, "run_dir": str(self.run_dir),
                 "sample": None if self.sample is None else self.sample.copy(), "resumed": self.resume,
                 "elapsed": (self.finished or time.time()) - self.started, "cfg": self.cfg.to_dict(),
+                "stage_epochs": self._stage_epochs(), "seconds_left": self._seconds_left(),
             }
+
+    def _stage_epochs(self) -> int:
+        """Epochs of the stage now training (M1+M2's M1 stage: m1_epochs; otherwise the run's epochs)."""
+        return self.cfg.m1_epochs if self.stage == "m1" and self.cfg.model.kind == "m1m2" else self.cfg.epochs
+
+    def _seconds_left(self) -> float | None:
+        """Wall seconds until the current stage ends: its last (up to) three epochs' mean time × the epochs left."""
+        if self.status not in ACTIVE or not self._ends or self._training_since is None:
+            return None
+        times = [self._training_since] + [t for _, t in self._ends]
+        mine = [times[i + 1] - times[i] for i, (s, _) in enumerate(self._ends) if s == self.stage][-3:]
+        if not mine:
+            return None
+        into = self.step / self.steps if self.steps else 0.0
+        return max(0.0, sum(mine) / len(mine) * (self._stage_epochs() - self.epoch - into))
 
     # ---- the thread -------------------------------------------------------------------------
     def _set(self, **kw) -> None:
@@ -163,7 +181,7 @@ class Job:
                 self.history = [dict(h) for h in trainer.history]
             trains_m1 = self.cfg.model.kind == "m1m2" and m1_state is None and not _skips_m1(trainer)
             total = self.cfg.epochs + (self.cfg.m1_epochs if trains_m1 else 0)
-            self._set(trainer=trainer, epochs_total=total, phase="training")
+            self._set(trainer=trainer, epochs_total=total, phase="training", _training_since=time.time())
             if self._stop.is_set():
                 trainer.stop()
             for rec in trainer.epochs(on_batch=self._on_batch):
@@ -172,6 +190,7 @@ class Job:
                 sample = _sample_grid(trainer, data)
                 with self._lock:
                     self.history.append(dict(rec))
+                    self._ends.append((rec["stage"], time.time()))
                     self.epoch, self.stage, self.step = rec["epoch"], rec["stage"], 0
                     if sample is not None:
                         self.sample = sample

@@ -76,6 +76,7 @@ def test_a_run_survives_reloads_is_seen_from_every_browser_and_opens_when_done(t
         other = open_train(browser, url)
         wait_for_text(other, LIVE)  # ...and from another browser
         wait_for_text(other, "Epochs done")
+        wait_for_text(other, re.compile(r"· (about [\d.]+ (min|h)|under a minute) left"))  # the time still to go
         settle(other)
         other.screenshot(path=str(shots_dir(tmp_path) / "train-live-second-browser.png"), full_page=True)
         assert other.get_by_role("button", name="Stop").count() == 1

@@ -61,13 +61,37 @@ def test_history_grows_and_stop_keeps_best_checkpoint(tmp_path):
     n1 = len(job.snapshot()["history"])
     wait(lambda: len(job.snapshot()["history"]) > n1)  # still growing while it runs
     assert job.active and 0 < job.progress() < 1
+    assert job.snapshot()["seconds_left"] > 0  # thousands of epochs to go
     job.stop()
     job.join(60)
     snap = job.snapshot()
     assert snap["status"] == jobs.STOPPED and snap["saved"] and not job.active
+    assert snap["seconds_left"] is None
     assert 2 <= len(snap["history"]) < 10_000
     run = load_run(tmp_path / "run")
     assert run.meta["best"]["epoch"] >= 1
+
+
+def test_seconds_left_is_the_current_stages_recent_epoch_time_times_its_epochs_left(tmp_path):
+    cfg = TrainConfig(model=ModelConfig(kind="m1m2"), epochs=10, m1_epochs=4)
+    job = jobs.Job(cfg, None, tmp_path / "run")
+    assert job.snapshot()["seconds_left"] is None  # no epoch finished yet
+    job._training_since, job.steps = 100.0, 10
+    job._ends, job.stage, job.epoch = [("m1", 110.0), ("m1", 130.0)], "m1", 2
+    snap = job.snapshot()
+    assert snap["stage_epochs"] == 4 and snap["seconds_left"] == pytest.approx(15.0 * 2)  # mean of 10 s and 20 s
+    job.step = 5  # half of epoch 3 done
+    assert job.snapshot()["seconds_left"] == pytest.approx(15.0 * 1.5)
+    # the stage's first epoch: only its own epochs count, not the M1 stage's
+    job._ends += [("m1", 140.0), ("m1", 150.0), ("m1m2", 190.0)]
+    job.stage, job.epoch, job.step = "m1m2", 1, 0
+    snap = job.snapshot()
+    assert snap["stage_epochs"] == 10 and snap["seconds_left"] == pytest.approx(40.0 * 9)
+    job._ends += [("m1m2", 210.0), ("m1m2", 230.0), ("m1m2", 250.0)]  # the last three: 20 s each
+    job.epoch = 4
+    assert job.snapshot()["seconds_left"] == pytest.approx(20.0 * 6)
+    job.status = jobs.DONE
+    assert job.snapshot()["seconds_left"] is None
 
 
 def held_until(reached, release, make):
