@@ -126,7 +126,7 @@ def to_target(kind: str, data, labels: int, seed: int, device: str, m1_run: str 
 
 def cmd_to_target(a: argparse.Namespace, device: torch.device, peak: float) -> int:
     data = load_dataset(a.dataset, a.data_dir, download=not a.no_download)
-    m1_run = None if a.fresh_m1 or a.dataset != "mnist" else SHIPPED_M1
+    m1_run = a.m1_run or (None if a.fresh_m1 or a.dataset != "mnist" else SHIPPED_M1)
     rows = []
     for kind in a.models.split(","):
         for seed in [int(s) for s in a.seeds.split(",")]:
@@ -187,7 +187,10 @@ def add_parser(sub) -> None:
                    help="train each model's recipe and print when validation error first reaches its target")
     p.add_argument("--seeds", default="5,6,7", help="--to-target: label draws (not the ones recipes are tuned on)")
     p.add_argument("--until-target", action="store_true", help="--to-target: stop each run at its target")
-    p.add_argument("--fresh-m1", action="store_true", help="--to-target: M1+M2 trains its M1 first")
+    m1 = p.add_mutually_exclusive_group()
+    m1.add_argument("--fresh-m1", action="store_true", help="--to-target: M1+M2 trains its M1 first")
+    m1.add_argument("--m1-run", default=None, metavar="RUN_DIR",
+                    help="--to-target: M1+M2 starts from the M1 of this run folder (default: the shipped M1)")
     p.add_argument("--batched", type=at_least(2), default=None, metavar="R",
                    help="time one epoch of R runs of M2 and M1+M2 one by one, then the same R runs batched "
                         "(reproduce --batched)")

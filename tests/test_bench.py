@@ -53,3 +53,26 @@ def test_to_target_reports_the_first_epoch_whose_validation_error_reaches_the_ta
         assert r["best_val"] <= 100 and r["epochs"] == 3
     monkeypatch.setitem(recipes.TARGETS, "m2", 100.0)
     assert bench.to_target("m2", digits, 50, 0, "cpu", None, until_target=True, out=lines.append)["wall"] > 0
+
+
+def test_to_target_starts_m1m2_from_the_m1_asked_for(digits, monkeypatch, capsys):
+    from ssvae_core import bench, cli
+    from ssvae_core.recipes import SHIPPED_M1
+
+    seen = []
+    monkeypatch.setattr(bench, "load_dataset", lambda *a, **k: digits)
+    monkeypatch.setattr(bench, "matmul_gflops", lambda device: 1.0)
+    monkeypatch.setattr(bench, "to_target", lambda kind, data, labels, seed, device, m1_run, *a, **k: seen.append(
+        m1_run) or {"model": kind, "seed": seed, "target": 3.33, "hit": None, "best_val": 5.0, "best_test": 5.0,
+                    "epochs": 1, "wall": 1.0})
+    for flags, m1 in ((["--m1-run", "runs/my-m1"], "runs/my-m1"), ([], SHIPPED_M1), (["--fresh-m1"], None)):
+        seen.clear()
+        assert cli.main(["bench", "--to-target", "--models", "m1m2", "--seeds", "5", *flags]) == 0
+        assert seen == [m1]
+        assert (f"m1m2 N=100 seed 5, M1 {m1}\n" if m1 else "m1m2 N=100 seed 5\n") in capsys.readouterr().out
+    try:
+        cli.main(["bench", "--to-target", "--fresh-m1", "--m1-run", "runs/my-m1"])
+    except SystemExit as exc:
+        assert exc.code == 2  # argparse refuses the two together
+    else:
+        raise AssertionError("--fresh-m1 with --m1-run was accepted")
