@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from ssvae_core.bench import step_flops
 from ssvae_core.models import ModelConfig
 from ssvae_core.train import TrainConfig, Trainer
@@ -72,9 +74,6 @@ def test_to_target_starts_m1m2_from_the_m1_asked_for(digits, monkeypatch, capsys
         out = capsys.readouterr().out
         assert out.startswith("measured float32 matmul throughput: 1.0 GFLOP/s")  # before any training
         assert (f"m1m2 N=100 seed 5, M1 {m1}\n" if m1 else "m1m2 N=100 seed 5\n") in out
-    try:
+    with pytest.raises(SystemExit) as refused:
         cli.main(["bench", "--to-target", "--fresh-m1", "--m1-run", "runs/my-m1"])
-    except SystemExit as exc:
-        assert exc.code == 2  # argparse refuses the two together
-    else:
-        raise AssertionError("--fresh-m1 with --m1-run was accepted")
+    assert refused.value.code == 2  # argparse refuses the two together
