@@ -127,8 +127,8 @@ def to_target(kind: str, data, labels: int, seed: int, device: str, m1_run: str 
 def cmd_to_target(a: argparse.Namespace, device: torch.device, peak: float) -> int:
     data = load_dataset(a.dataset, a.data_dir, download=not a.no_download)
     m1_run = a.m1_run or (None if a.fresh_m1 or a.dataset != "mnist" else SHIPPED_M1)
-    print(f"measured float32 matmul throughput: {peak:.1f} GFLOP/s ({device}, {torch.get_num_threads()} threads)",
-          flush=True)  # first as well, so that a run cut short still says how fast this machine was
+    speed = f"measured float32 matmul throughput: {peak:.1f} GFLOP/s ({device}, {torch.get_num_threads()} threads)"
+    print(speed, flush=True)  # first as well as last, so that a run cut short still says how fast this machine was
     rows = []
     for kind in a.models.split(","):
         for seed in [int(s) for s in a.seeds.split(",")]:
@@ -136,7 +136,7 @@ def cmd_to_target(a: argparse.Namespace, device: torch.device, peak: float) -> i
                   flush=True)
             rows.append(to_target(kind, data, a.labels, seed, a.device, m1_run, a.until_target,
                                   out=lambda line: print(line, flush=True), compile=a.compile))
-    print(f"\nmeasured float32 matmul throughput: {peak:.1f} GFLOP/s ({device}, {torch.get_num_threads()} threads)")
+    print(f"\n{speed}")
     print(f"{'model':<7}{'seed':>5}{'target':>8}{'epoch':>7}{'seconds':>9}{'test then':>11}{'best val':>10}"
           f"{'its test':>10}{'wall s':>8}")
     for r in rows:
