@@ -44,9 +44,11 @@ from ssvae_core.train import (
     Trainer,
     active_units,
     flush_denormals,
+    is_stage_start,
     kl_weight_at,
     lr_at,
     m1_features,
+    m1_part,
     resolve_device,
 )
 
@@ -164,13 +166,16 @@ class BatchedTrainer:
         torch.manual_seed(cfg.seed + 10_000 * cfg.init)
         if cfg.model.kind == "m1m2" and resume is None:
             m1 = M1(d.x_dim, cfg.model, tuple(d.image_shape)).to(self.device)
-            m1.load_state_dict(m1_state)
+            m1.load_state_dict(m1_part(m1_state))
             if self._active is None:  # the same M1 for every run: its active units once
-                self._active = active_units(m1_features(m1, d.x_train), cfg.active_threshold)
+                self._active = (m1_state["active"].to(self.device) if is_stage_start(m1_state)
+                                else active_units(m1_features(m1, d.x_train), cfg.active_threshold))
             cfg.model.z1_active = len(self._active)
             run.model = M1M2(d.x_dim, d.num_classes, cfg.model, tuple(d.image_shape)).to(self.device)
             run.model.m1.load_state_dict(m1.state_dict())
             run.model.active.copy_(self._active)
+            if is_stage_start(m1_state):
+                run.start_from_clusters(run.model, m1_state)
         else:
             run.model = build_model(cfg.model, d.x_dim, d.num_classes, tuple(d.image_shape)).to(self.device)
         if cfg.model.kind == "m1m2":

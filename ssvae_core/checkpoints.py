@@ -256,6 +256,7 @@ def list_runs(root: str | Path = "checkpoints") -> list[dict]:
                        test_error=meta.get("best", {}).get("test_error"),
                        seconds=wall(meta)[0], device=meta.get("device"), error="", state=run_state(meta),
                        has_weights=meta.get("weights", {}) is not None,
+                       label_free=bool(cfg.get("label_free")),
                        resumable=(meta_path.parent / RESUME).is_file())
             problem = run_problem(meta_path.parent, meta)
             if problem:
@@ -369,14 +370,26 @@ def m1_from_run(run_dir: str | Path) -> tuple[nn.Module, dict]:
     return m1, {**fields, "dataset": run.cfg.dataset, "path": str(run_dir)}
 
 
+def holds_clusters(run_dir: str | Path) -> bool:
+    """Whether a run folder is a label-free M1+M2, whose clusters can start an M1+M2 run's stage."""
+    config = read_meta(run_dir)["config"]
+    return config.get("model", {}).get("kind") == "m1m2" and bool(config.get("label_free"))
+
+
 def start_m1(cfg: TrainConfig, m1_run: str | None) -> tuple[dict | None, dict]:
     """For an M1+M2 run starting from the M1 of `m1_run`: that M1's state and the run.json fields recording where
-    it came from; cfg's M1 shape is set to match. (None, {}) for other runs or without `m1_run`."""
+    it came from; cfg's M1 shape is set to match. From a label-free M1+M2 run: its whole state (M1, active units,
+    clusters, which the stage starts from), cfg's stage shape set to match too. (None, {}) for other runs or
+    without `m1_run`."""
     if not m1_run or cfg.model.kind != "m1m2":
         return None, {}
     m1, fields = m1_from_run(m1_run)
     for k in ("m1_hidden", "m1_z_dim", "activation"):
         setattr(cfg.model, k, fields[k])
+    if holds_clusters(m1_run):  # its clusters start the stage too: take its shape
+        run = load_run(m1_run)
+        cfg.model.hidden, cfg.model.z_dim = list(run.cfg.model.hidden), run.cfg.model.z_dim
+        return run.model.state_dict(), {"m1_run": fields["path"]}
     return m1.state_dict(), {"m1_run": fields["path"]}
 
 

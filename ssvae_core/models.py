@@ -238,6 +238,16 @@ class M2(nn.Module):
         """Logits of q(y|x)."""
         return self.classifier(x)
 
+    @torch.no_grad()
+    def relabel(self, perm: torch.Tensor) -> None:
+        """Rename the classes in place: new class k is old class perm[k] in q(y|x), q(z|x,y) and p(x|y,z)."""
+        k = self.num_classes
+        out = self.classifier[-1]
+        out.weight.copy_(out.weight[perm])
+        out.bias.copy_(out.bias[perm])
+        for first in (self.encoder.net[0], self.decoder[0]):  # y is the last K inputs of each
+            first.weight[:, -k:] = first.weight[:, -k:][:, perm]
+
     def posterior_z(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, log-variance) of q(z|x,y), y one-hot."""
         return self.encoder(torch.cat([x, y], -1))

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ssvae_core.batched import group_runs
-from ssvae_core.checkpoints import DONE, load_resume, read_meta, run_state, wall
+from ssvae_core.checkpoints import DONE, holds_clusters, load_resume, read_meta, run_state, wall
 from ssvae_core.cluster import Job, import_ray, train_on_ray
 from ssvae_core.data import Dataset, load_dataset
 from ssvae_core.errors import CheckpointError
@@ -200,6 +200,10 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
         print("--compile compiles one run's step; --batched steps many runs at once and is not compiled. Use one.")
         return 2
     if a.ray is not None and import_ray() is None:
+        return 2
+    if a.m1_run and holds_clusters(a.m1_run):
+        print(f"{a.m1_run} is a label-free M1+M2 (clusters): reproduce does not start from clusters yet; give an "
+              "m1 run, or start single runs from it with `train --m1-run`.")
         return 2
     out = Path(a.out)
     models = a.models.split(",")

@@ -47,6 +47,8 @@ class TrainConfig:
     classifier: str = "knn"  # M1: "knn", "svm" or "spreading" (labels spread over labelled + unlabelled means)
     device: str = "auto"
     compile: bool = False  # torch.compile each step's loss (on CUDA as CUDA graphs: the step never waits on the host)
+    label_free: bool = False  # M1+M2: the stage learns U alone, no label reaches it; its classes are clusters, named
+    # with the run's labels only to report errors (a start for M1+M2 runs with labels: `--m1-run` on it)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -139,6 +141,26 @@ def active_units(z: torch.Tensor, threshold: float) -> torch.Tensor:
     var = z.var(0)
     idx = torch.nonzero(var > threshold).flatten()
     return idx if len(idx) else torch.arange(len(var), device=var.device)
+
+
+def name_clusters(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """The one-to-one naming of clusters by classes that makes the labelled images likeliest: perm[class] = cluster,
+    maximising sum_i log q(y = perm[y_i] | x_i) over the labelled images (Hungarian algorithm)."""
+    from scipy.optimize import linear_sum_assignment  # scipy comes with scikit-learn; only this needs it
+
+    log_q = torch.log_softmax(logits.float(), -1).cpu()
+    cost = torch.stack([-log_q[y.cpu() == c].sum(0) for c in range(k)])  # cost[class, cluster]
+    return torch.as_tensor(linear_sum_assignment(cost.numpy())[1])
+
+
+def is_stage_start(state: dict | None) -> bool:
+    """Whether an M1+M2 run's given M1 state is a whole label-free M1+M2 (its M1, active units and clusters)."""
+    return state is not None and "active" in state
+
+
+def m1_part(state: dict) -> dict:
+    """The M1 weights of a given M1 state: itself, or the M1 inside a label-free M1+M2 state."""
+    return {k[3:]: v for k, v in state.items() if k.startswith("m1.")} if is_stage_start(state) else state
 
 
 def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
@@ -244,19 +266,23 @@ class Trainer:
         if kind == "m1m2" and (resume is None or resume["stage"] == "m1"):
             m1 = M1(self.data.x_dim, self.cfg.model, tuple(self.data.image_shape)).to(self.device)
             if self.m1_state is not None:
-                m1.load_state_dict(self.m1_state)
+                m1.load_state_dict(m1_part(self.m1_state))
             else:
                 m1_best = yield from self._fit(m1, self.cfg.m1_epochs, "m1", on_batch)
                 if m1_best is not None:
                     m1.load_state_dict(m1_best)  # the M1 epoch with the best validation ELBO
             if self._stop.is_set():
                 return
-            active = active_units(m1_features(m1, self.data.x_train), self.cfg.active_threshold)
+            start = self.m1_state if is_stage_start(self.m1_state) else None
+            active = (start["active"].to(self.device) if start is not None
+                      else active_units(m1_features(m1, self.data.x_train), self.cfg.active_threshold))
             self.cfg.model.z1_active = len(active)
             self.model = M1M2(self.data.x_dim, self.data.num_classes, self.cfg.model,
                               tuple(self.data.image_shape)).to(self.device)
             self.model.m1.load_state_dict(m1.state_dict())
             self.model.active.copy_(active)
+            if start is not None:
+                self.start_from_clusters(self.model, start)
         else:  # a fresh run, or a resume in the run's own stage (M1+M2: its M1 and active units are in the state)
             self.model = build_model(self.cfg.model, self.data.x_dim, self.data.num_classes,
                                      tuple(self.data.image_shape)).to(self.device)
@@ -339,8 +365,22 @@ class Trainer:
             self._resume = None
         return st
 
+    def start_from_clusters(self, model: M1M2, start: dict) -> None:
+        """Load a label-free M1+M2's stage into `model` and, unless this run is label-free too, name its clusters by
+        classes with this run's labelled images (their z1 means)."""
+        model.m2.load_state_dict({k[3:]: v for k, v in start.items() if k.startswith("m2.")})
+        if not self.cfg.label_free:
+            model.m2.relabel(self.cluster_names(model).to(self.device))
+
+    @torch.no_grad()
+    def cluster_names(self, model: M1M2) -> torch.Tensor:
+        """perm[class] = the cluster of q(y|z1) that this run's labelled images name by that class."""
+        logits = model.classify(self.data.x_train[self.lab_idx])
+        return name_clusters(logits, self.data.y_train[self.lab_idx], self.data.num_classes)
+
     def stage_pool(self, stage: str) -> torch.Tensor:
-        """The training images a stage's epoch runs over: all of them for M1, the unlabelled ones otherwise."""
+        """The training images a stage's epoch runs over: all of them for M1, the unlabelled ones otherwise (for a
+        label-free stage too: the same batches as a stage with labels)."""
         return torch.arange(len(self.data.x_train), device=self.device) if stage == "m1" else self.unl_idx
 
     def run_epoch(self, st: Stage, cfg: TrainConfig, pool: torch.Tensor, steps: int, n_epochs: int,
@@ -351,6 +391,8 @@ class Trainer:
         # beta weighs the batch mean of -log q(y|x) against the batch mean of U: 0.1*N/N_l per labelled example
         beta = cfg.alpha * len(self.data.x_train) / cfg.labels
         lab_weight = len(self.lab_idx) / max(1, len(self.unl_idx)) if cfg.labelled_elbo == "dataset" else 1.0
+        if cfg.label_free and stage == "m1m2":  # U alone: the labelled rows' terms weigh 0, no label reaches a step
+            beta, lab_weight = 0.0, 0.0
         total_steps = max(1, steps * n_epochs)
         sums: dict[str, torch.Tensor] = {}
         check_each_step = self.device.type == "cpu"  # on a GPU, a per-step check would wait for the device
@@ -389,6 +431,8 @@ class Trainer:
         """Keep the evaluated weights if this epoch scores best so far (M1: validation ELBO; else validation
         error); returns whether it did."""
         score = -rec["val_elbo"] if st.name == "m1" else rec["val_error"]
+        if st.name == "m1m2" and self.cfg.label_free:  # nothing label-free to choose by: the last epoch
+            score = -st.epoch
         if score >= st.best_score:
             return False
         st.best_score = score
@@ -474,6 +518,9 @@ class Trainer:
         if stage == "m1m2":  # M1 is frozen: classify the z1 means of validation and test, computed once
             if self._z1_eval is None:
                 self._z1_eval = tuple(m1_features(model.m1, x)[:, model.active] for x in (d.x_val, d.x_test))
+            if self.cfg.label_free:  # its clusters named by class with this run's labels, as a run started on it is
+                model = copy.deepcopy(model)
+                model.m2.relabel(self.cluster_names(model).to(self.device))
             model, (x_val, x_test) = model.m2, self._z1_eval
         else:
             x_val, x_test = d.x_val, d.x_test
@@ -514,6 +561,12 @@ def evaluate(model: nn.Module, cfg: TrainConfig, data: Dataset, generative: bool
         clf = m1_classifier(model, cfg.classifier, data, lab.to(device), unl.to(device))
         pred_val, pred_test = m1_predict(model, clf, data)
     else:
+        if cfg.label_free:  # a label-free M1+M2: its clusters named by class with the run's labels
+            lab = label_split(data.y_train.cpu(), cfg.labels, data.num_classes, cfg.seed)[0].to(device)
+            model = copy.deepcopy(model)
+            with torch.no_grad():
+                perm = name_clusters(model.classify(data.x_train[lab]), data.y_train[lab], data.num_classes)
+            model.m2.relabel(perm.to(device))
         pred_val, pred_test = predict(model, data.x_val).cpu(), predict(model, data.x_test).cpu()
     y_test = data.y_test.cpu()
     k = data.num_classes

@@ -1,0 +1,114 @@
+"""A label-free M1+M2 stage (U alone: clusters) and M1+M2 runs that start from it, their clusters named by class."""
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ssvae_core.checkpoints import save_trainer, start_m1
+from ssvae_core.models import M2, ModelConfig
+from ssvae_core.train import TrainConfig, Trainer, evaluate, name_clusters
+
+
+def small_cfg(kind: str, epochs: int = 3, **kw) -> TrainConfig:
+    model = ModelConfig(kind=kind, hidden=[64], z_dim=8, m1_hidden=[64], m1_z_dim=8)
+    return TrainConfig(model=model, dataset="digits", labels=50, epochs=epochs, m1_epochs=10, device="cpu",
+                       **{"lr": 3e-3, **kw})
+
+
+@pytest.fixture(scope="module")
+def m1_state(digits) -> dict:
+    trainer = Trainer(small_cfg("m1", epochs=2), digits)
+    list(trainer.epochs())
+    return trainer.model.state_dict()
+
+
+def test_relabel_renames_every_class_of_m2():
+    """After relabel(perm), class k of q(y|x), q(z|x,y) and p(x|y,z) is the old class perm[k]."""
+    torch.manual_seed(0)
+    m2 = M2(12, 4, ModelConfig(kind="m2", hidden=[16], z_dim=3), likelihood="gaussian")
+    x, eps = torch.randn(5, 12), torch.randn(5, 3)
+    perm = torch.tensor([2, 0, 3, 1])
+    onehot = lambda k: F.one_hot(torch.full((5,), int(k)), 4).float()  # noqa: E731
+    logits = m2.classify(x)
+    bounds = [m2.elbo_labelled(x, onehot(k), eps=eps)["elbo"] for k in range(4)]
+    means = [m2.decode_x(eps, onehot(k)) for k in range(4)]
+    m2.relabel(perm)
+    torch.testing.assert_close(m2.classify(x), logits[:, perm])
+    for k in range(4):
+        torch.testing.assert_close(m2.elbo_labelled(x, onehot(k), eps=eps)["elbo"], bounds[perm[k]])
+        torch.testing.assert_close(m2.decode_x(eps, onehot(k)), means[perm[k]])
+    assert not torch.allclose(m2.classify(x), logits)  # a real renaming, not the identity
+
+
+def test_name_clusters_finds_the_naming_the_labels_imply():
+    """Each class's labelled images sit mostly in one cluster (a fifth of them elsewhere): that cluster is its name."""
+    gen = torch.Generator().manual_seed(0)
+    k, truth = 6, torch.tensor([4, 0, 5, 1, 3, 2])  # truth[class] = cluster
+    y = torch.arange(k).repeat_interleave(10)
+    cluster = truth[y].clone()
+    stray = torch.rand(len(y), generator=gen) < 0.2
+    cluster[stray] = torch.randint(k, (int(stray.sum()),), generator=gen)
+    logits = 3.0 * F.one_hot(cluster, k).float() + torch.randn(len(y), k, generator=gen)
+    assert torch.equal(name_clusters(logits, y, k), truth)
+
+
+def test_label_free_stage_sees_no_label(digits, m1_state):
+    """A label-free stage trains the same weights whatever its labelled images' labels say; a stage with labels does
+    not. (The labelled images themselves, drawn from the labels, stay the same: only their labels change.)"""
+    wrong = digits.y_train[torch.randperm(len(digits.y_train), generator=torch.Generator().manual_seed(1))]
+    weights = {}
+    for free in (True, False):
+        for name in ("true", "wrong"):
+            trainer = Trainer(small_cfg("m1m2", epochs=2, label_free=free), digits, m1_state=m1_state)
+            if name == "wrong":
+                trainer.data = dataclasses.replace(trainer.data, y_train=wrong)
+            list(trainer.epochs())
+            weights[free, name] = trainer.model.m2.state_dict()
+    same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    assert same(weights[True, "true"], weights[True, "wrong"])
+    assert not same(weights[False, "true"], weights[False, "wrong"])
+
+
+def test_label_free_run_reports_its_clusters_named_with_its_labels(digits, m1_state):
+    """Its recorded errors are those of its clusters named by class with the run's labelled images (what a run started
+    on it begins with), and evaluate() finds the same; unnamed, the cluster indices would be near chance."""
+    trainer = Trainer(small_cfg("m1m2", epochs=6, label_free=True), digits, m1_state=m1_state)
+    history = list(trainer.epochs())
+    assert trainer.best["epoch"] == len(history)  # nothing label-free to choose by: the last epoch
+    res = evaluate(trainer.model, trainer.cfg, digits)
+    assert res["val_error"] == pytest.approx(trainer.best["val_error"], abs=1e-4)
+    assert res["test_error"] == pytest.approx(trainer.best["test_error"], abs=1e-4)
+    raw = evaluate(trainer.model, dataclasses.replace(trainer.cfg, label_free=False), digits)
+    assert res["val_error"] <= raw["val_error"]
+
+
+def test_a_run_started_on_clusters_names_them_with_its_own_labels(digits, m1_state, tmp_path):
+    """Start an M1+M2 run from a label-free run whose clusters are known classes in a shuffled order: naming them
+    with the run's labels undoes the shuffle exactly, and the run takes the start's stage shape."""
+    cfg = small_cfg("m1m2", epochs=0, label_free=True)
+    cfg.model.hidden, cfg.model.z_dim = [48], 5
+    clusters = Trainer(cfg, digits, m1_state=m1_state)
+    list(clusters.epochs())  # builds the M1+M2 on the given M1; no epoch
+    model, lab = clusters.model, clusters.lab_idx
+    opt = torch.optim.Adam(model.m2.classifier.parameters(), lr=1e-2)
+    for _ in range(300):  # a q(y|z1) that knows the labelled images' classes
+        loss = F.cross_entropy(model.classify(digits.x_train[lab]), digits.y_train[lab])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert (model.classify(digits.x_train[lab]).argmax(-1) == digits.y_train[lab]).all()
+    named = {k: v.clone() for k, v in model.m2.state_dict().items()}
+    model.m2.relabel(torch.tensor([3, 7, 0, 9, 1, 5, 8, 2, 6, 4]))  # cluster k: the class perm[k]
+    clusters.best_state = model.state_dict()
+    save_trainer(clusters, tmp_path / "free")
+
+    cfg = small_cfg("m1m2", epochs=0)  # the flags' stage shape (64, 8) gives way to the start's (48, 5)
+    state, fields = start_m1(cfg, str(tmp_path / "free"))
+    assert (cfg.model.hidden, cfg.model.z_dim, fields["m1_run"]) == ([48], 5, str(tmp_path / "free"))
+    run = Trainer(cfg, digits, m1_state=state)
+    list(run.epochs())
+    for k, v in run.model.m2.state_dict().items():
+        torch.testing.assert_close(v, named[k])
+    assert torch.equal(run.model.active, model.active)
