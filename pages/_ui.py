@@ -17,7 +17,7 @@ from ssvae_core import generate, jobs, validate
 from ssvae_core.checkpoints import Run, list_runs, load_run
 from ssvae_core.data import Dataset, default_data_root, load_dataset
 from ssvae_core.errors import CheckpointError, DataError
-from ssvae_core.recipes import DATASET_NAMES, MODEL_NAMES, SHIPPED_M1
+from ssvae_core.recipes import DATASET_NAMES, MODEL_NAMES, SHIPPED_CLUSTERS, SHIPPED_M1
 
 SHORT_DATASET = {"mnist": "MNIST", "digits": "Digits", "svhn": "SVHN", "norb": "NORB"}
 GENERATIVE = ("m2", "m1m2")
@@ -38,6 +38,11 @@ def data_root() -> Path:
 def shipped_m1(dataset: str) -> bool:
     """Whether M1+M2 on `dataset` starts from the shipped M1 (MNIST, when the shipped run is there)."""
     return dataset == "mnist" and (Path(SHIPPED_M1) / "run.json").is_file()
+
+
+def shipped_clusters(dataset: str) -> bool:
+    """Whether M1+M2's stage on `dataset` can start from the shipped label-free clusters (MNIST, when shipped)."""
+    return dataset == "mnist" and (Path(SHIPPED_CLUSTERS) / "run.json").is_file()
 
 
 def _script_frames() -> list[types.FrameType]:
@@ -92,9 +97,11 @@ def is_pretrained(row: dict) -> bool:
 
 
 def generative_runs() -> list[dict]:
-    """Good M2 and M1+M2 runs: shipped (pretrained) ones first, best validation error first; then newest first."""
+    """Good M2 and M1+M2 runs: shipped (pretrained) ones first, best validation error first; then newest first. Not
+    label-free clusters: their classes are unnamed until a run with labels starts from them."""
     rows = [r for r in all_runs() if r["ok"] and r.get("model") in GENERATIVE and r.get("has_weights", True)
-            and r.get("state", "done") in ("done", "stopped")]  # not a run in progress or interrupted
+            and r.get("state", "done") in ("done", "stopped")  # not a run in progress or interrupted
+            and not r.get("label_free")]
 
     def key(r: dict) -> tuple:
         val = r.get("val_error") if isinstance(r.get("val_error"), int | float) else math.inf
@@ -110,7 +117,8 @@ def run_label(row: dict) -> str:
     err = row.get("test_error")
     err_txt = f" · {err:.2f}% test error" if isinstance(err, int | float) else ""
     tag = "★ " if is_pretrained(row) else ""
-    return (f"{tag}{MODEL_NAMES.get(row['model'], row['model'])} · {DATASET_NAMES.get(row['dataset'], row['dataset'])}"
+    model = MODEL_NAMES.get(row["model"], row["model"]) + (" clusters, label-free" if row.get("label_free") else "")
+    return (f"{tag}{model} · {DATASET_NAMES.get(row['dataset'], row['dataset'])}"
             f" · N={row['labels']} · seed {row['seed']}{err_txt} — {row['name']}")
 
 

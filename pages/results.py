@@ -39,7 +39,8 @@ def runs_table(rows: list[dict]) -> pd.DataFrame:
         ok = r["ok"]
         out.append({
             "status": ("★ shipped" if _ui.is_pretrained(r) else "ok") if ok else "⚠ broken",
-            "model": _ui.MODEL_NAMES.get(r.get("model"), r.get("model")) if r.get("model") else "–",
+            "model": (_ui.MODEL_NAMES.get(r.get("model"), r.get("model")) if r.get("model") else "–")
+            + (" clusters (label-free)" if r.get("label_free") else ""),
             "dataset": _ui.DATASET_NAMES.get(r.get("dataset"), r.get("dataset")) if r.get("dataset") else "–",
             "N": r.get("labels"), "seed": r.get("seed"), "epochs": r.get("epochs"),
             "val error %": r.get("val_error") if ok else None, "test error %": r.get("test_error") if ok else None,
@@ -237,7 +238,8 @@ else:
     st.info(f"No saved runs under `{_ui.checkpoint_root()}/` yet.")
     st.page_link("pages/train.py", label="Train one", icon=":material/model_training:")
 
-good = [r for r in rows if r["ok"] and isinstance(r.get("test_error"), int | float)]
+good = [r for r in rows if r["ok"] and isinstance(r.get("test_error"), int | float)
+        and not r.get("label_free")]  # label-free clusters learnt no class from N labels
 datasets = list(dict.fromkeys(["mnist"] + [r["dataset"] for r in good]))
 if link.get("ds") in datasets:
     st.session_state["rs_ds"] = link["ds"]

@@ -26,7 +26,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ssvae_core.batched import BatchedTrainer
-from ssvae_core.checkpoints import start_m1
+from ssvae_core.checkpoints import holds_clusters, start_m1
 from ssvae_core.data import load_dataset
 from ssvae_core.flags import add_data_args, at_least
 from ssvae_core.models import M1, ModelConfig
@@ -132,8 +132,8 @@ def cmd_to_target(a: argparse.Namespace, device: torch.device, peak: float) -> i
     rows = []
     for kind in a.models.split(","):
         for seed in [int(s) for s in a.seeds.split(",")]:
-            print(f"{kind} N={a.labels} seed {seed}" + (f", M1 {m1_run}" if kind == "m1m2" and m1_run else ""),
-                  flush=True)
+            start = f", {'M1 and clusters' if holds_clusters(m1_run) else 'M1'} {m1_run}" if m1_run else ""
+            print(f"{kind} N={a.labels} seed {seed}" + (start if kind == "m1m2" else ""), flush=True)
             rows.append(to_target(kind, data, a.labels, seed, a.device, m1_run, a.until_target,
                                   out=lambda line: print(line, flush=True), compile=a.compile))
     print(f"\n{speed}")

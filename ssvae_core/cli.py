@@ -7,7 +7,17 @@ import sys
 from pathlib import Path
 
 from ssvae_core import bench, probe, reproduce, sweep
-from ssvae_core.checkpoints import DONE, export_m1, export_run, list_runs, load_run, read_meta, run_state, wall
+from ssvae_core.checkpoints import (
+    DONE,
+    export_m1,
+    export_run,
+    holds_clusters,
+    list_runs,
+    load_run,
+    read_meta,
+    run_state,
+    wall,
+)
 from ssvae_core.data import DATASETS, default_data_root, load_dataset
 from ssvae_core.errors import CheckpointError, DataError, TrainingError
 from ssvae_core.flags import RECIPE_FLAGS, add_data_args, add_train_args, at_least, config_from_args, fill
@@ -37,15 +47,21 @@ def cmd_train(a: argparse.Namespace) -> int:
               f"after {done} finished epoch{'s' if done != 1 else ''}")
         out, meta = Path(a.resume), run_training(cfg, data, a.resume, resume=True)
     else:
+        if a.label_free and a.model != "m1m2":
+            print(f"--label-free trains M1+M2's stage without labels; it does not apply to --model {a.model}.")
+            return 2
         fill(a, recipe_settings(a.model, a.labels) if a.recipe else None)
         cfg = config_from_args(a, a.model, a.labels, a.seed, a.dataset, a.init)
         data = load_dataset(a.dataset, a.data_dir, download=not a.no_download)
         out = Path(a.out or f"checkpoints/{a.model}-{a.dataset}-n{a.labels}-s{a.seed}"
                    + (f"-i{a.init}" if a.init else ""))
-        print(f"Training {a.model} on {a.dataset} with {a.labels} labels (seed {a.seed}) -> {out}"
-              + (" with the results recipe" if a.recipe else ""))
+        labels = (f"without labels (its clusters named by class with {a.labels} labels, seed {a.seed}, to report "
+                  "errors)") if cfg.label_free and a.model == "m1m2" else f"with {a.labels} labels (seed {a.seed})"
+        print(f"Training {a.model} on {a.dataset} {labels} -> {out}" + (" with the results recipe" if a.recipe else ""))
         m1_run = default_m1(a)
-        if a.model == "m1m2":
+        if a.model == "m1m2" and m1_run and holds_clusters(m1_run):
+            print(f"M1 and clusters: {m1_run} (label-free; its clusters are named by class with these labels)")
+        elif a.model == "m1m2":
             print(f"M1: {m1_run}" + (" (shipped, label-free; --fresh-m1 trains a new one)" if m1_run == SHIPPED_M1
                                      else "" if m1_run else f" trained first, {cfg.m1_epochs} epochs"))
         meta = run_training(cfg, data, out, m1_run=m1_run, half=a.half)

@@ -27,6 +27,7 @@ LONGER_STAGE = {"m1m2": (1000, 200)}  # from N=1000 labels on, M1+M2's stage run
 M1_EPOCHS = RECIPE["m1"]["epochs"]  # the shared M1's epochs
 TARGETS = {"m1m2": 3.33, "m2": 6.0}  # `bench --to-target`: validation error (%) to reach at N=100 (M1+M2: the paper's)
 SHIPPED_M1 = "checkpoints/pretrained/m1-mnist"  # the recipe's M1, label-free: M1+M2 on MNIST starts from it
+SHIPPED_CLUSTERS = "checkpoints/pretrained/m1m2-mnist-clusters"  # that M1 and a stage trained on U alone: a start
 
 
 def recipe(model: str, labels: int | None = None) -> dict:

@@ -18,7 +18,7 @@ from ssvae_core.checkpoints import read_meta, save_trainer
 from ssvae_core.classifiers import CLASSIFIERS
 from ssvae_core.data import load_dataset
 from ssvae_core.models import ModelConfig
-from ssvae_core.recipes import CLASSIFIER_NAMES, recipe_settings
+from ssvae_core.recipes import CLASSIFIER_NAMES, SHIPPED_CLUSTERS, SHIPPED_M1, recipe_settings
 from ssvae_core.train import TrainConfig, Trainer
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -231,6 +231,34 @@ def test_train_page_fills_in_each_models_recipe(monkeypatch, tmp_path):
     assert job.cfg.lr != job.cfg.m1_lr
     job.stop()
     job.join(60)
+
+
+def test_train_page_starts_m1m2_from_the_shipped_clusters_when_asked(monkeypatch, tmp_path, mnist_root):
+    """Off by default (the recipe's start: the shipped M1); ticked, the run starts from the shipped clusters; with a
+    fresh M1 there is nothing to offer."""
+    monkeypatch.setenv("SSVAE_DATA_DIR", str(mnist_root))
+    started = []
+
+    def fake_start(cfg, data_root, run_dir, data=None, m1_run=None, resume=False):
+        started.append(m1_run)
+        raise jobs.JobLimitError("not started in this test")
+
+    monkeypatch.setattr(jobs, "start_job", fake_start)
+    at = app(monkeypatch, tmp_path / "ck")
+    at.switch_page("pages/train.py").run()
+    at.segmented_control(key="tr_model").set_value("m1m2").run()
+    press = lambda: next(b for b in at.button if b.label == "Start training").click().run()  # noqa: E731
+    assert not at.checkbox(key="tr_clusters").value
+    press()
+    at.checkbox(key="tr_clusters").check().run()
+    assert any("shipped clusters" in c.value for c in at.caption)
+    press()
+    assert started == [SHIPPED_M1, SHIPPED_CLUSTERS]
+    at.checkbox(key="tr_fresh_m1").check().run()
+    assert "tr_clusters" not in [c.key for c in at.checkbox]
+    press()
+    assert started[-1] is None
+    assert_clean(at, "train")
 
 
 def _refusals(at: AppTest) -> list[str]:

@@ -128,6 +128,28 @@ def test_m1m2_recipe_starts_from_the_shipped_m1_and_says_so(mnist_root, tmp_path
     assert all(torch.equal(v, run.model.m1.state_dict()[k]) for k, v in m1.state_dict().items())
 
 
+def test_m1m2_from_the_shipped_clusters_names_them_with_its_labels_and_says_so(mnist_root, tmp_path):
+    """`--m1-run` on the shipped label-free clusters: the run takes their M1 and stage sizes, names the clusters with
+    its own labels (a draw the clusters never saw named), and is far past chance after one epoch."""
+    from ssvae_core.checkpoints import load_run
+    from ssvae_core.recipes import SHIPPED_CLUSTERS
+
+    out = tmp_path / "m1m2"
+    r = cli("train", "--model", "m1m2", "--labels", "100", "--seed", "8", "--recipe", "--epochs", "1",
+            "--m1-run", SHIPPED_CLUSTERS, "--device", "cpu", "--data-dir", str(mnist_root), "--out", str(out),
+            timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert f"M1 and clusters: {SHIPPED_CLUSTERS} (label-free" in r.stdout
+    run, clusters = load_run(out), load_run(ROOT / SHIPPED_CLUSTERS)
+    assert run.meta["m1_run"] == SHIPPED_CLUSTERS and run.cfg.model.z_dim == clusters.cfg.model.z_dim
+    assert run.meta["best"]["val_error"] < 10.0  # chance is 90%
+
+
+def test_label_free_applies_to_m1m2_only():
+    r = cli("train", "--model", "m2", "--dataset", "digits", "--label-free", "--epochs", "1")
+    assert r.returncode == 2 and "--label-free trains M1+M2's stage" in r.stdout
+
+
 def test_a_piped_log_has_one_line_per_epoch_and_no_progress_bar_frames(tmp_path):
     r = cli("train", "--model", "m2", "--dataset", "digits", "--labels", "50", "--epochs", "3", "--hidden", "32",
             "--device", "cpu", "--out", str(tmp_path / "run"))
