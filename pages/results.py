@@ -219,7 +219,7 @@ def manage(row: dict) -> None:
 _ui.header("Results", "Your saved runs, our Table 1 beside the paper's (MNIST test error with N labels), what the "
                       "unlabelled images buy, and a closer look at any one run.")
 link = _ui.url_params("results")
-rows = _ui.all_runs()
+rows = sorted(_ui.all_runs(), key=lambda r: bool(r.get("label_free")))  # clusters last: no classes of their own
 share_slot = st.container()
 st.subheader("Saved runs")
 if rows:
@@ -232,7 +232,8 @@ if rows:
                                 "problem": st.column_config.TextColumn(width="large")})
     broken = sum(not r["ok"] for r in rows)
     st.caption(f"{len(rows)} run folder{'s' if len(rows) != 1 else ''} under `{_ui.checkpoint_root()}/`, newest "
-               "first; errors are those of the epoch that was best on validation"
+               "first" + (" (label-free clusters last)" if any(r.get("label_free") for r in rows) else "")
+               + "; errors are those of the epoch that was best on validation"
                + (f". {broken} broken — see *problem*." if broken else "."))
 else:
     st.info(f"No saved runs under `{_ui.checkpoint_root()}/` yet.")

@@ -172,6 +172,8 @@ def settings() -> TrainConfig | None:
     device = st.selectbox("Device", ["auto", "cpu", "cuda"] if cuda else ["auto", "cpu"], key="tr_device",
                           persist_state=KEEP, help="auto uses the GPU when PyTorch sees one"
                           + ("" if cuda else " (none on this machine)"))
+    from_shipped = kind == "m1m2" and _ui.shipped_m1(dataset) and not st.session_state.get("tr_fresh_m1")
+    clusters = from_shipped and _ui.shipped_clusters(dataset) and bool(st.session_state.get("tr_clusters"))
     with st.expander("Advanced", expanded=any(f in refused for f in ADVANCED)):
         a1, a2 = st.columns(2)
         lr = a1.number_input("Learning rate", step=0.01, format="%.5f", key="tr_lr", persist_state=KEEP)
@@ -186,16 +188,14 @@ def settings() -> TrainConfig | None:
         _say(a1, refused, "kl_warmup")
         batch = a2.number_input("Batch size", step=1, key="tr_batch", persist_state=KEEP)
         _say(a2, refused, "batch_size")
-        z_dim = a1.number_input("z size", step=1, key="tr_z", persist_state=KEEP,
+        z_dim = a1.number_input("z size", step=1, key="tr_z", persist_state=KEEP, disabled=clusters,
                                 help="M2's z (M1+M2: z2); 2 gives a clickable latent map in the Style explorer. "
                                      "M1 and M1+M2's M1 keep z1 of 50")
         _say(a1, refused, "z_dim")
-        hidden_text = a2.text_input("Hidden layer sizes", key="tr_hidden", persist_state=KEEP,
+        hidden_text = a2.text_input("Hidden layer sizes", key="tr_hidden", persist_state=KEEP, disabled=clusters,
                                     help="Comma-separated, e.g. 500 or 500,500: the MLPs of M2, of M1+M2's M2 stage "
                                          "and of the supervised baseline. M1 and M1+M2's M1 keep the paper's 500,500")
         _say(a2, refused, "hidden")
-        from_shipped = kind == "m1m2" and _ui.shipped_m1(dataset) and not st.session_state.get("tr_fresh_m1")
-        clusters = from_shipped and _ui.shipped_clusters(dataset) and st.session_state.get("tr_clusters")
         st.caption("M1 stage of M1+M2 (the VAE whose latent z1 the M2 stage models)"
                    + (": not trained, the run starts from the shipped M1" if from_shipped else "")
                    + (", and its M2 stage from the shipped clusters, whose hidden size and z size it keeps"

@@ -250,8 +250,10 @@ def test_train_page_starts_m1m2_from_the_shipped_clusters_when_asked(monkeypatch
     press = lambda: next(b for b in at.button if b.label == "Start training").click().run()  # noqa: E731
     assert not at.checkbox(key="tr_clusters").value
     press()
+    assert not at.number_input(key="tr_z").disabled
     at.checkbox(key="tr_clusters").check().run()
     assert any("shipped clusters" in c.value for c in at.caption)
+    assert at.number_input(key="tr_z").disabled and at.text_input(key="tr_hidden").disabled  # the clusters' sizes
     press()
     assert started == [SHIPPED_M1, SHIPPED_CLUSTERS]
     at.checkbox(key="tr_fresh_m1").check().run()
