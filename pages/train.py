@@ -149,8 +149,9 @@ def settings() -> TrainConfig | None:
             st.checkbox("Start the stage from the shipped clusters (faster)", key="tr_clusters", persist_state=KEEP,
                         help="On: the M2 stage starts from one trained on the unlabelled images alone, on the same "
                              "M1 (its ten clusters, z2 of 10), the clusters named by class with your labels. With "
-                             "100 labels it passes the paper's 3.33% after about 30 epochs instead of 80-120 (see "
-                             "docs/experiments.md). Its hidden size (500) and z size (10) replace the fields below.")
+                             "100 labels it passed the paper's 3.33% after 34-41 epochs instead of 80-118 (label draws "
+                             "5-7, docs/experiments.md). Its hidden size (500) and z size (10) replace the fields "
+                             "below.")
     classifier = DEFAULTS.classifier  # only M1 uses one
     if kind == "m1":
         classifier = st.selectbox("M1's classifier", list(CLASSIFIER_NAMES), key="tr_classifier",
