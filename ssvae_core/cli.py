@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the label draw and of training")
     p.add_argument("--init", type=at_least(0), default=0, help=">0: another initialisation for the same label draw")
     p.add_argument("--out", default=None, help="run folder (default checkpoints/MODEL-DATASET-nN-sSEED[-iINIT])")
+    p.add_argument("--label-free", action="store_true",
+                   help="M1+M2: train the stage on U alone, without labels: a start for M1+M2 runs (--m1-run)")
     p.add_argument("--recipe", action="store_true",
                    help="the results recipe for --model at --labels (epochs, learning rates, KL warm-up, hidden "
                         "sizes, M1's classifier); flags given explicitly still win")

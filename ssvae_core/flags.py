@@ -45,8 +45,6 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--m1-epochs", type=int, default=d.m1_epochs, help="M1+M2: epochs of the M1 stage")
     p.add_argument("--m1-run", default=None, help="M1+M2: reuse the M1 of this m1/m1m2 run folder (of a --label-free "
                    "M1+M2 run: its clusters too, named by class with this run's labels)")
-    p.add_argument("--label-free", action="store_true",
-                   help="M1+M2: train the stage on U alone, without labels: a start for M1+M2 runs (--m1-run)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="unlabelled images per step")
     p.add_argument("--labelled-batch", type=int, default=d.labelled_batch, help="labelled images per step")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
