@@ -117,7 +117,7 @@ def run_label(row: dict) -> str:
     err = row.get("test_error")
     err_txt = f" · {err:.2f}% test error" if isinstance(err, int | float) else ""
     tag = "★ " if is_pretrained(row) else ""
-    model = MODEL_NAMES.get(row["model"], row["model"]) + (" clusters, label-free" if row.get("label_free") else "")
+    model = MODEL_NAMES.get(row["model"], row["model"]) + (" clusters (label-free)" if row.get("label_free") else "")
     return (f"{tag}{model} · {DATASET_NAMES.get(row['dataset'], row['dataset'])}"
             f" · N={row['labels']} · seed {row['seed']}{err_txt} — {row['name']}")
 
