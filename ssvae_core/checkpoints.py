@@ -386,13 +386,14 @@ def start_m1(cfg: TrainConfig, m1_run: str | None) -> tuple[dict | None, dict]:
     without `m1_run`."""
     if not m1_run or cfg.model.kind != "m1m2":
         return None, {}
+    if holds_clusters(m1_run):  # its clusters start the stage too: take its M1's shape and its stage's
+        run = load_run(m1_run)
+        for k in ("m1_hidden", "m1_z_dim", "activation", "hidden", "z_dim"):
+            setattr(cfg.model, k, getattr(run.cfg.model, k))
+        return run.model.state_dict(), {"m1_run": str(m1_run)}
     m1, fields = m1_from_run(m1_run)
     for k in ("m1_hidden", "m1_z_dim", "activation"):
         setattr(cfg.model, k, fields[k])
-    if holds_clusters(m1_run):  # its clusters start the stage too: take its shape
-        run = load_run(m1_run)
-        cfg.model.hidden, cfg.model.z_dim = list(run.cfg.model.hidden), run.cfg.model.z_dim
-        return run.model.state_dict(), {"m1_run": fields["path"]}
     return m1.state_dict(), {"m1_run": fields["path"]}
 
 

@@ -518,10 +518,11 @@ class Trainer:
         if stage == "m1m2":  # M1 is frozen: classify the z1 means of validation and test, computed once
             if self._z1_eval is None:
                 self._z1_eval = tuple(m1_features(model.m1, x)[:, model.active] for x in (d.x_val, d.x_test))
+            m2 = model.m2
             if self.cfg.label_free:  # its clusters named by class with this run's labels, as a run started on it is
-                model = copy.deepcopy(model)
-                model.m2.relabel(self.cluster_names(model).to(self.device))
-            model, (x_val, x_test) = model.m2, self._z1_eval
+                m2 = copy.deepcopy(m2)
+                m2.relabel(self.cluster_names(model).to(self.device))
+            model, (x_val, x_test) = m2, self._z1_eval
         else:
             x_val, x_test = d.x_val, d.x_test
         return {"val_error": error_rate(predict(model, x_val), d.y_val),
