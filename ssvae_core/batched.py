@@ -42,12 +42,9 @@ from ssvae_core.train import (
     Stage,
     TrainConfig,
     Trainer,
-    active_units,
     flush_denormals,
-    is_stage_start,
     kl_weight_at,
     lr_at,
-    m1_features,
     m1_part,
     resolve_device,
 )
@@ -167,19 +164,12 @@ class BatchedTrainer:
         if cfg.model.kind == "m1m2" and resume is None:
             m1 = M1(d.x_dim, cfg.model, tuple(d.image_shape)).to(self.device)
             m1.load_state_dict(m1_part(m1_state))
-            if self._active is None:  # the same M1 for every run: its active units once
-                self._active = (m1_state["active"].to(self.device) if is_stage_start(m1_state)
-                                else active_units(m1_features(m1, d.x_train), cfg.active_threshold))
-            cfg.model.z1_active = len(self._active)
-            run.model = M1M2(d.x_dim, d.num_classes, cfg.model, tuple(d.image_shape)).to(self.device)
-            run.model.m1.load_state_dict(m1.state_dict())
-            run.model.active.copy_(self._active)
-            if is_stage_start(m1_state):
-                run.start_from_clusters(run.model, m1_state)
+            run.model = run.stage_model(m1, self._active)  # the same M1 for every run: its active units once
+            self._active = run.model.active
         else:
             run.model = build_model(cfg.model, d.x_dim, d.num_classes, tuple(d.image_shape)).to(self.device)
-        if cfg.model.kind == "m1m2":
-            run.model.m1.requires_grad_(False)
+            if cfg.model.kind == "m1m2":
+                run.model.m1.requires_grad_(False)
         if resume is None:
             return RunRandom(self.device)
         run.model.load_state_dict(resume["model"])

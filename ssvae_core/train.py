@@ -273,21 +273,12 @@ class Trainer:
                     m1.load_state_dict(m1_best)  # the M1 epoch with the best validation ELBO
             if self._stop.is_set():
                 return
-            start = self.m1_state if is_stage_start(self.m1_state) else None
-            active = (start["active"].to(self.device) if start is not None
-                      else active_units(m1_features(m1, self.data.x_train), self.cfg.active_threshold))
-            self.cfg.model.z1_active = len(active)
-            self.model = M1M2(self.data.x_dim, self.data.num_classes, self.cfg.model,
-                              tuple(self.data.image_shape)).to(self.device)
-            self.model.m1.load_state_dict(m1.state_dict())
-            self.model.active.copy_(active)
-            if start is not None:
-                self.start_from_clusters(self.model, start)
+            self.model = self.stage_model(m1)
         else:  # a fresh run, or a resume in the run's own stage (M1+M2: its M1 and active units are in the state)
             self.model = build_model(self.cfg.model, self.data.x_dim, self.data.num_classes,
                                      tuple(self.data.image_shape)).to(self.device)
-        if kind == "m1m2":
-            self.model.m1.requires_grad_(False)
+            if kind == "m1m2":
+                self.model.m1.requires_grad_(False)
         yield from self._fit(self.model, self.cfg.epochs, kind, on_batch)
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
@@ -364,6 +355,23 @@ class Trainer:
                 torch.cuda.set_rng_state(r["cuda_rng"], self.device)
             self._resume = None
         return st
+
+    def stage_model(self, m1: M1, active: torch.Tensor | None = None) -> M1M2:
+        """M1+M2 on the trained `m1`, frozen, with its active z1 units (`active`, else those of a clusters start, else
+        measured on the training images); a clusters start in m1_state also starts the stage (named clusters)."""
+        start = self.m1_state if is_stage_start(self.m1_state) else None
+        if active is None:
+            active = (start["active"].to(self.device) if start is not None
+                      else active_units(m1_features(m1, self.data.x_train), self.cfg.active_threshold))
+        self.cfg.model.z1_active = len(active)
+        model = M1M2(self.data.x_dim, self.data.num_classes, self.cfg.model, tuple(self.data.image_shape))
+        model = model.to(self.device)
+        model.m1.load_state_dict(m1.state_dict())
+        model.active.copy_(active)
+        if start is not None:
+            self.start_from_clusters(model, start)
+        model.m1.requires_grad_(False)
+        return model
 
     def start_from_clusters(self, model: M1M2, start: dict) -> None:
         """Load a label-free M1+M2's stage into `model` and, unless this run is label-free too, name its clusters by
