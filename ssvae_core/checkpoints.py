@@ -379,6 +379,16 @@ def holds_clusters(run_dir: str | Path) -> bool:
     return config.get("model", {}).get("kind") == "m1m2" and bool(config.get("label_free"))
 
 
+CLUSTERS_SHAPE = ("m1_hidden", "m1_z_dim", "activation", "hidden", "z_dim")  # what a stage from clusters takes
+
+
+def take_clusters_shape(cfg: TrainConfig, run_dir: str | Path) -> None:
+    """Set cfg's M1 and stage sizes to those of the label-free M1+M2 run (clusters) in `run_dir`."""
+    model = read_meta(run_dir)["config"]["model"]
+    for k in CLUSTERS_SHAPE:
+        setattr(cfg.model, k, model[k])
+
+
 def start_m1(cfg: TrainConfig, m1_run: str | None) -> tuple[dict | None, dict]:
     """For an M1+M2 run starting from the M1 of `m1_run`: that M1's state and the run.json fields recording where
     it came from; cfg's M1 shape is set to match. From a label-free M1+M2 run: its whole state (M1, active units,
@@ -387,10 +397,8 @@ def start_m1(cfg: TrainConfig, m1_run: str | None) -> tuple[dict | None, dict]:
     if not m1_run or cfg.model.kind != "m1m2":
         return None, {}
     if holds_clusters(m1_run):  # its clusters start the stage too: take its M1's shape and its stage's
-        run = load_run(m1_run)
-        for k in ("m1_hidden", "m1_z_dim", "activation", "hidden", "z_dim"):
-            setattr(cfg.model, k, getattr(run.cfg.model, k))
-        return run.model.state_dict(), {"m1_run": str(m1_run)}
+        take_clusters_shape(cfg, m1_run)
+        return load_run(m1_run).model.state_dict(), {"m1_run": str(m1_run)}
     m1, fields = m1_from_run(m1_run)
     for k in ("m1_hidden", "m1_z_dim", "activation"):
         setattr(cfg.model, k, fields[k])

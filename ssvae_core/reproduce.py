@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ssvae_core.batched import group_runs
-from ssvae_core.checkpoints import DONE, holds_clusters, load_resume, read_meta, run_state, wall
+from ssvae_core.checkpoints import DONE, holds_clusters, load_resume, read_meta, run_state, take_clusters_shape, wall
 from ssvae_core.cluster import Job, import_ray, train_on_ray
 from ssvae_core.data import Dataset, load_dataset
 from ssvae_core.errors import CheckpointError
@@ -201,10 +201,6 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
         return 2
     if a.ray is not None and import_ray() is None:
         return 2
-    if a.m1_run and holds_clusters(a.m1_run):
-        print(f"{a.m1_run} is a label-free M1+M2 (clusters): reproduce does not start from clusters yet; give an "
-              "m1 run, or start single runs from it with `train --m1-run`.")
-        return 2
     out = Path(a.out)
     models = a.models.split(",")
     labels = [int(n) for n in a.labels.split(",")]
@@ -232,6 +228,8 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
                     run_dir = out / (f"{model}-n{n}-s{seed}" + (f"-i{init}" if init else ""))
                     meta = _done(run_dir)
                     cfg = config_from_args(_with_recipe(a, model, n), model, n, seed, a.dataset, init)
+                    if m1 is not None and holds_clusters(m1):  # the stage starts from its clusters: their sizes
+                        take_clusters_shape(cfg, m1)
                     if meta is not None and (diffs := differences(meta, cfg, m1_dir=m1)):
                         return _refuse(run_dir, diffs)
                     what = f"{LABEL[model]} N={n} seed={seed}" + (f" init={init}" if init else "")
@@ -252,6 +250,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     print()
     print(f"{a.dataset} test error (%), model chosen on validation; ep→paper: first epoch at or below the paper's "
           "test error; wall s: training and per-epoch evaluation, including the shared M1 for M1+M2 "
+          "(or clusters) "
           "(*: runs saved before evaluation was timed, training steps only)"
           + ("" if a.dataset == "mnist" else "; the paper column is MNIST's"))
     print(table(rows))

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssvae_core.checkpoints import save_trainer, start_m1
+from ssvae_core.checkpoints import read_meta, save_trainer, start_m1
 from ssvae_core.models import M2, ModelConfig
 from ssvae_core.train import TrainConfig, Trainer, evaluate, name_clusters
 
@@ -112,3 +112,31 @@ def test_a_run_started_on_clusters_names_them_with_its_own_labels(digits, m1_sta
     for k, v in run.model.m2.state_dict().items():
         torch.testing.assert_close(v, named[k])
     assert torch.equal(run.model.active, model.active)
+
+
+def test_reproduce_starts_m1m2_from_clusters_and_reuses_what_it_trained(digits, m1_state, tmp_path, monkeypatch,
+                                                                         capsys):
+    """`reproduce --m1-run CLUSTERS` trains M1+M2 from the clusters with their sizes (the flags' give way), batched or
+    not, and a second call reuses those runs instead of refusing them as trained with other settings."""
+    from ssvae_core.cli import main
+
+    cfg = small_cfg("m1m2", epochs=1, label_free=True)
+    cfg.model.hidden, cfg.model.z_dim = [48], 5
+    clusters = Trainer(cfg, digits, m1_state=m1_state)
+    list(clusters.epochs())
+    save_trainer(clusters, tmp_path / "free")
+    monkeypatch.setattr("ssvae_core.reproduce.load_dataset", lambda *a, **k: digits)
+    args = ["reproduce", "--dataset", "digits", "--models", "m1m2", "--labels", "50", "--seeds", "0,1", "--epochs",
+            "1", "--hidden", "32", "--z-dim", "4", "--device", "cpu", "--m1-run", str(tmp_path / "free"),
+            "--out", str(tmp_path / "table")]
+    assert main([*args, "--batched"]) == 0
+    first = capsys.readouterr().out
+    for seed in (0, 1):
+        meta = read_meta(tmp_path / "table" / f"m1m2-n50-s{seed}")
+        model = meta["config"]["model"]
+        assert (model["hidden"], model["z_dim"], model["m1_hidden"]) == ([48], 5, [64])
+        assert meta["m1_run"] == str(tmp_path / "free") and not meta["config"]["label_free"]
+    assert main(args) == 0
+    second = capsys.readouterr().out
+    assert second.count("finished earlier") == 2 and "other settings" not in second
+    assert first.split("model chosen on validation")[1] == second.split("model chosen on validation")[1]
