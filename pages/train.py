@@ -59,6 +59,7 @@ def _recipe_fields(model: str, labels) -> dict:
     """The recipe of `model` at N=`labels` as the form's widget values (keys tr_ + setting)."""
     r = recipe_settings(model, labels if isinstance(labels, int) and labels > 0 else None)
     r["hidden"] = ",".join(map(str, r["hidden"]))  # the text field's form
+    del r["ema"]  # no field: the clusters box brings the average of weights its recipe has
     return {f"tr_{name}": value for name, value in r.items()}
 
 
@@ -151,7 +152,8 @@ def settings() -> TrainConfig | None:
                              "M1 (its ten clusters, z2 of 10), the clusters named by class with your labels. With "
                              "100 labels it passed the paper's 3.33% after 34-41 epochs instead of 80-118 (label draws "
                              "5-7, docs/experiments.md). Its hidden size (500) and z size (10) replace the fields "
-                             "below.")
+                             "below, and the run keeps a moving average of its weights, as the recipe from clusters "
+                             "does.")
     classifier = DEFAULTS.classifier  # only M1 uses one
     if kind == "m1":
         classifier = st.selectbox("M1's classifier", list(CLASSIFIER_NAMES), key="tr_classifier",
@@ -230,7 +232,8 @@ def settings() -> TrainConfig | None:
     return TrainConfig(model=model, dataset=dataset, labels=int(labels), seed=int(seed), epochs=int(epochs),
                        m1_epochs=int(m1_epochs), lr=float(lr), lr_final=float(lr_final), kl_warmup=float(kl),
                        m1_lr=float(m1_lr), m1_lr_final=float(m1_lr_final), m1_kl_warmup=float(m1_kl),
-                       batch_size=int(batch), classifier=classifier, device=device)
+                       batch_size=int(batch), classifier=classifier, device=device,
+                       ema=recipe_settings(kind, int(labels), clusters)["ema"] if clusters else DEFAULTS.ema)
 
 
 def start(cfg: TrainConfig) -> None:

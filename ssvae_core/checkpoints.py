@@ -370,10 +370,10 @@ def m1_from_run(run_dir: str | Path) -> tuple[nn.Module, dict]:
     return m1, {**fields, "dataset": run.cfg.dataset, "path": str(run_dir)}
 
 
-def holds_clusters(run_dir: str | Path) -> bool:
+def holds_clusters(run_dir: str | Path | None) -> bool:
     """Whether a run folder is a label-free M1+M2, whose clusters can start an M1+M2 run's stage (not when it holds no
-    run.json: loading it says so)."""
-    if not (Path(run_dir) / META).is_file():
+    run.json: loading it says so; not for None)."""
+    if run_dir is None or not (Path(run_dir) / META).is_file():
         return False
     config = read_meta(run_dir)["config"]
     return config.get("model", {}).get("kind") == "m1m2" and bool(config.get("label_free"))

@@ -98,7 +98,7 @@ def config_from_args(a: argparse.Namespace, kind: str, labels: int, seed: int, d
 
 
 # the settings a recipe fixes; parsers that take a recipe default them to None
-RECIPE_FLAGS = ("epochs", "lr", "lr_final", "kl_warmup", "hidden", "m1_epochs", "m1_lr", "m1_lr_final",
+RECIPE_FLAGS = ("epochs", "lr", "lr_final", "kl_warmup", "hidden", "ema", "m1_epochs", "m1_lr", "m1_lr_final",
                 "m1_kl_warmup", "classifier")
 
 
@@ -106,6 +106,7 @@ def fill(a: argparse.Namespace, values: dict | None) -> argparse.Namespace:
     """Give every recipe flag left at None its value from `values` (a recipe), else the TrainConfig default."""
     d, m = _defaults()
     plain = {"epochs": d.epochs, "lr": d.lr, "lr_final": d.lr_final, "kl_warmup": d.kl_warmup, "hidden": m.hidden,
+             "ema": d.ema,
              "m1_epochs": d.m1_epochs, "m1_lr": d.m1_lr, "m1_lr_final": d.m1_lr_final, "m1_kl_warmup": d.m1_kl_warmup,
              "classifier": d.classifier}
     for k in RECIPE_FLAGS:

@@ -97,9 +97,10 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _with_recipe(a: argparse.Namespace, model: str, labels: int | None = None) -> argparse.Namespace:
-    """The flags, with the model's recipe (at `labels`) filling those not given on the command line."""
-    filled = {k: v for k, v in recipe(model, labels).items() if getattr(a, k) is None}
+def _with_recipe(a: argparse.Namespace, model: str, labels: int | None = None,
+                 clusters: bool = False) -> argparse.Namespace:
+    """The flags, with the model's recipe (at `labels`, from clusters or not) filling those not given."""
+    filled = {k: v for k, v in recipe(model, labels, clusters).items() if getattr(a, k, None) is None}
     return argparse.Namespace(**{**vars(a), **filled})
 
 
@@ -227,8 +228,9 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
                 for init in range(a.restarts):
                     run_dir = out / (f"{model}-n{n}-s{seed}" + (f"-i{init}" if init else ""))
                     meta = _done(run_dir)
-                    cfg = config_from_args(_with_recipe(a, model, n), model, n, seed, a.dataset, init)
-                    if m1 is not None and holds_clusters(m1):  # the stage starts from its clusters: their sizes
+                    clusters = m1 is not None and holds_clusters(m1)
+                    cfg = config_from_args(_with_recipe(a, model, n, clusters), model, n, seed, a.dataset, init)
+                    if clusters:  # the stage starts from its clusters: their sizes
                         take_clusters_shape(cfg, m1)
                     if meta is not None and (diffs := differences(meta, cfg, m1_dir=m1)):
                         return _refuse(run_dir, diffs)
@@ -284,5 +286,5 @@ def add_parser(sub) -> None:
                    help="--ray without ADDRESS: CPU cores of the local Ray (default: all of this machine's)")
     add_train_args(p)
     # None: the model's RECIPE fills it
-    p.set_defaults(func=cmd_reproduce, epochs=None, lr=None, lr_final=None, hidden=None, kl_warmup=None,
+    p.set_defaults(func=cmd_reproduce, epochs=None, lr=None, lr_final=None, hidden=None, kl_warmup=None, ema=None,
                    m1_epochs=M1_EPOCHS)

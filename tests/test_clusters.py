@@ -140,3 +140,49 @@ def test_reproduce_starts_m1m2_from_clusters_and_reuses_what_it_trained(digits, 
     second = capsys.readouterr().out
     assert second.count("finished earlier") == 2 and "other settings" not in second
     assert first.split("model chosen on validation")[1] == second.split("model chosen on validation")[1]
+
+
+def test_the_recipe_from_clusters_is_the_same_in_train_reproduce_and_bench(digits, m1_state, tmp_path, train_configs,
+                                                                          monkeypatch):
+    """`train --recipe`, `reproduce` and `bench --to-target` from a clusters run all take the recipe from clusters
+    (FROM_CLUSTERS on top of M1+M2's); from a plain M1 they take the plain recipe; a flag given still wins."""
+    import argparse
+
+    from ssvae_core import bench, cli, reproduce
+    from ssvae_core.recipes import FROM_CLUSTERS, recipe_settings
+
+    clusters = Trainer(small_cfg("m1m2", epochs=0, label_free=True), digits, m1_state=m1_state)
+    list(clusters.epochs())
+    clusters.best_state = clusters.model.state_dict()
+    save_trainer(clusters, tmp_path / "free")
+    free = str(tmp_path / "free")
+    assert FROM_CLUSTERS and all(recipe_settings("m1m2", 100, clusters=True)[k] == v for k, v in FROM_CLUSTERS.items())
+    assert recipe_settings("m1m2", 100, clusters=True) != recipe_settings("m1m2", 100)
+
+    def ema_of_train(*flags: str) -> float:
+        assert cli.main(["train", "--model", "m1m2", "--labels", "100", "--recipe", "--out", "/nonexistent",
+                         *flags]) == 0
+        return train_configs["cfg"].ema
+
+    parser = argparse.ArgumentParser()
+    reproduce.add_parser(parser.add_subparsers())
+    a = parser.parse_args(["reproduce"])
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_trainer(cfg, data, m1_state=None, resume=None):
+        seen["ema"] = cfg.ema
+        raise Stop
+
+    monkeypatch.setattr(bench, "Trainer", fake_trainer)
+    for start, clustered in ((free, True), (None, False)):
+        expected = recipe_settings("m1m2", 100, clusters=clustered)["ema"]
+        assert ema_of_train(*(["--m1-run", start] if start else ["--fresh-m1"])) == expected
+        from_reproduce = reproduce._with_recipe(a, "m1m2", 100, clustered)
+        assert from_reproduce.ema == expected
+        with pytest.raises(Stop):
+            bench.to_target("m1m2", digits, 100, 0, "cpu", start, True)
+        assert seen["ema"] == expected
+    assert ema_of_train("--m1-run", free, "--ema", "0.5") == 0.5
