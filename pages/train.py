@@ -150,7 +150,7 @@ def settings() -> TrainConfig | None:
             st.checkbox("Start the stage from the shipped clusters (faster)", key="tr_clusters", persist_state=KEEP,
                         help="On: the M2 stage starts from one trained on the unlabelled images alone, on the same "
                              "M1 (its ten clusters, z2 of 10), the clusters named by class with your labels. With "
-                             "100 labels it passed the paper's 3.33% after 34-41 epochs instead of 80-118 (label draws "
+                             "100 labels it passed the paper's 3.33% after 32-40 epochs instead of 80-118 (label draws "
                              "5-7, docs/experiments.md). Its hidden size (500) and z size (10) replace the fields "
                              "below, and the run keeps a moving average of its weights, as the recipe from clusters "
                              "does.")
