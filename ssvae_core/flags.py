@@ -6,6 +6,7 @@ import argparse
 
 from ssvae_core.classifiers import CLASSIFIERS
 from ssvae_core.models import ACTIVATIONS, ModelConfig
+from ssvae_core.recipes import FROM_CLUSTERS
 from ssvae_core.train import TrainConfig
 
 
@@ -54,7 +55,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labelled-elbo", default=d.labelled_elbo, choices=["batch", "dataset"],
                    help="weight of the labelled bound: batch = like U's batch mean, dataset = N_l/N_u as in J's sums")
     p.add_argument("--ema", type=float, default=d.ema,
-                   help=">0: evaluate and keep a moving average of the weights with this decay per step, e.g. 0.999")
+                   help=">0: evaluate and keep a moving average of the weights with this decay per step, e.g. 0.999 "
+                        f"(default 0; the recipe for M1+M2 from clusters: {FROM_CLUSTERS['ema']})")
     p.add_argument("--z1-mean", action="store_true",
                    help="M1+M2: train the M2 stage on the z1 means E[z1|x] instead of samples of q(z1|x) (the paper)")
     p.add_argument("--alpha", type=float, default=d.alpha, help="J^alpha: alpha = ALPHA * N (paper: 0.1)")
