@@ -132,7 +132,7 @@ def test_m1m2_from_the_shipped_clusters_names_them_with_its_labels_and_says_so(m
     """`--m1-run` on the shipped label-free clusters: the run takes their M1 and stage sizes, names the clusters with
     its own labels (a draw the clusters never saw named), and is far past chance after one epoch."""
     from ssvae_core.checkpoints import load_run
-    from ssvae_core.recipes import SHIPPED_CLUSTERS
+    from ssvae_core.recipes import FROM_CLUSTERS, SHIPPED_CLUSTERS
 
     out = tmp_path / "m1m2"
     r = cli("train", "--model", "m1m2", "--labels", "100", "--seed", "8", "--recipe", "--epochs", "1",
@@ -142,6 +142,7 @@ def test_m1m2_from_the_shipped_clusters_names_them_with_its_labels_and_says_so(m
     assert f"M1 and clusters: {SHIPPED_CLUSTERS} (label-free" in r.stdout
     run, clusters = load_run(out), load_run(ROOT / SHIPPED_CLUSTERS)
     assert run.meta["m1_run"] == SHIPPED_CLUSTERS and run.cfg.model.z_dim == clusters.cfg.model.z_dim
+    assert run.cfg.ema == FROM_CLUSTERS["ema"] and f"--ema {FROM_CLUSTERS['ema']}" in r.stdout  # its recipe
     assert run.meta["best"]["val_error"] < 10.0  # chance is 90%
 
 
