@@ -191,11 +191,15 @@ def settings() -> TrainConfig | None:
         _say(a1, refused, "kl_warmup")
         batch = a2.number_input("Batch size", step=1, key="tr_batch", persist_state=KEEP)
         _say(a2, refused, "batch_size")
-        z_dim = a1.number_input("z size", step=1, key="tr_z", persist_state=KEEP, disabled=clusters,
+        sizes = read_meta(SHIPPED_CLUSTERS)["config"]["model"] if clusters else {}  # what the clusters keep
+        z_dim = a1.number_input("z size" + (f" (clusters: {sizes['z_dim']})" if clusters else ""), step=1, key="tr_z",
+                                persist_state=KEEP, disabled=clusters,
                                 help="M2's z (M1+M2: z2); 2 gives a clickable latent map in the Style explorer. "
                                      "M1 and M1+M2's M1 keep z1 of 50")
         _say(a1, refused, "z_dim")
-        hidden_text = a2.text_input("Hidden layer sizes", key="tr_hidden", persist_state=KEEP, disabled=clusters,
+        hidden_text = a2.text_input("Hidden layer sizes" + (f" (clusters: {','.join(map(str, sizes['hidden']))})"
+                                                            if clusters else ""),
+                                    key="tr_hidden", persist_state=KEEP, disabled=clusters,
                                     help="Comma-separated, e.g. 500 or 500,500: the MLPs of M2, of M1+M2's M2 stage "
                                          "and of the supervised baseline. M1 and M1+M2's M1 keep the paper's 500,500")
         _say(a2, refused, "hidden")

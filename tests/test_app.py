@@ -20,6 +20,7 @@ from ssvae_core.data import load_dataset
 from ssvae_core.models import ModelConfig
 from ssvae_core.recipes import CLASSIFIER_NAMES, SHIPPED_CLUSTERS, SHIPPED_M1, recipe_settings
 from ssvae_core.train import TrainConfig, Trainer
+from tests.conftest import ROOT
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = ["pages/home.py", "pages/train.py", "pages/style.py", "pages/analogies.py", "pages/results.py"]
@@ -257,6 +258,9 @@ def test_train_page_starts_m1m2_from_the_shipped_clusters_when_asked(monkeypatch
     at.checkbox(key="tr_clusters").check().run()
     assert any("shipped clusters" in c.value for c in at.caption)
     assert at.number_input(key="tr_z").disabled and at.text_input(key="tr_hidden").disabled  # the clusters' sizes
+    kept = read_meta(ROOT / SHIPPED_CLUSTERS)["config"]["model"]
+    assert at.number_input(key="tr_z").label == f"z size (clusters: {kept['z_dim']})"
+    assert at.text_input(key="tr_hidden").label.endswith(f"(clusters: {','.join(map(str, kept['hidden']))})")
     press()
     assert started == [SHIPPED_M1, SHIPPED_CLUSTERS]
     assert emas == [recipe_settings("m1m2", 100)["ema"], recipe_settings("m1m2", 100, clusters=True)["ema"]]
