@@ -110,6 +110,12 @@ def generative_runs() -> list[dict]:
     return sorted(rows, key=key)
 
 
+def model_name(row: dict) -> str:
+    """The model's name for a list_runs row ("–" if unknown), label-free clusters said so."""
+    name = MODEL_NAMES.get(row.get("model"), row.get("model")) if row.get("model") else "–"
+    return name + (" clusters (label-free)" if row.get("label_free") else "")
+
+
 def run_label(row: dict) -> str:
     """Short human name of a run, e.g. 'M2 · MNIST · N=100 · seed 0 · 4.94% test error'."""
     if not row.get("ok"):
@@ -117,8 +123,7 @@ def run_label(row: dict) -> str:
     err = row.get("test_error")
     err_txt = f" · {err:.2f}% test error" if isinstance(err, int | float) else ""
     tag = "★ " if is_pretrained(row) else ""
-    model = MODEL_NAMES.get(row["model"], row["model"]) + (" clusters (label-free)" if row.get("label_free") else "")
-    return (f"{tag}{model} · {DATASET_NAMES.get(row['dataset'], row['dataset'])}"
+    return (f"{tag}{model_name(row)} · {DATASET_NAMES.get(row['dataset'], row['dataset'])}"
             f" · N={row['labels']} · seed {row['seed']}{err_txt} — {row['name']}")
 
 

@@ -39,8 +39,7 @@ def runs_table(rows: list[dict]) -> pd.DataFrame:
         ok = r["ok"]
         out.append({
             "status": ("★ shipped" if _ui.is_pretrained(r) else "ok") if ok else "⚠ broken",
-            "model": (_ui.MODEL_NAMES.get(r.get("model"), r.get("model")) if r.get("model") else "–")
-            + (" clusters (label-free)" if r.get("label_free") else ""),
+            "model": _ui.model_name(r),
             "dataset": _ui.DATASET_NAMES.get(r.get("dataset"), r.get("dataset")) if r.get("dataset") else "–",
             "N": r.get("labels"), "seed": r.get("seed"), "epochs": r.get("epochs"),
             "val error %": r.get("val_error") if ok else None, "test error %": r.get("test_error") if ok else None,

@@ -237,7 +237,7 @@ def settings() -> TrainConfig | None:
                        m1_epochs=int(m1_epochs), lr=float(lr), lr_final=float(lr_final), kl_warmup=float(kl),
                        m1_lr=float(m1_lr), m1_lr_final=float(m1_lr_final), m1_kl_warmup=float(m1_kl),
                        batch_size=int(batch), classifier=classifier, device=device,
-                       ema=recipe_settings(kind, int(labels), clusters)["ema"] if clusters else DEFAULTS.ema)
+                       ema=recipe_settings(kind, int(labels), clusters)["ema"])  # the clusters recipe averages
 
 
 def start(cfg: TrainConfig) -> None:

@@ -59,7 +59,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                   "errors)") if cfg.label_free and a.model == "m1m2" else f"with {a.labels} labels (seed {a.seed})"
         print(f"Training {a.model} on {a.dataset} {labels} -> {out}" + (" with the results recipe" if a.recipe else ""))
         m1_run = default_m1(a)
-        if a.model == "m1m2" and m1_run and holds_clusters(m1_run):
+        if a.model == "m1m2" and holds_clusters(m1_run):
             print(f"M1 and clusters: {m1_run} (label-free; its clusters are named by class with these labels)"
                   + (f"; the recipe from clusters averages the weights (--ema {cfg.ema})" if a.recipe else ""))
         elif a.model == "m1m2":

@@ -158,9 +158,20 @@ def is_stage_start(state: dict | None) -> bool:
     return state is not None and "active" in state
 
 
+def sub_state(state: dict, prefix: str) -> dict:
+    """The entries of a state dict under `prefix` (e.g. "m2."), the prefix taken off."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
 def m1_part(state: dict) -> dict:
     """The M1 weights of a given M1 state: itself, or the M1 inside a label-free M1+M2 state."""
-    return {k[3:]: v for k, v in state.items() if k.startswith("m1.")} if is_stage_start(state) else state
+    return sub_state(state, "m1.") if is_stage_start(state) else state
+
+
+@torch.no_grad()
+def cluster_names(model: nn.Module, x_lab: torch.Tensor, y_lab: torch.Tensor) -> torch.Tensor:
+    """perm[class] = the cluster of an M1+M2's q(y|z1) that the labelled images x_lab, y_lab name by that class."""
+    return name_clusters(model.classify(x_lab), y_lab, model.num_classes)
 
 
 def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
@@ -376,15 +387,13 @@ class Trainer:
     def start_from_clusters(self, model: M1M2, start: dict) -> None:
         """Load a label-free M1+M2's stage into `model` and, unless this run is label-free too, name its clusters by
         classes with this run's labelled images (their z1 means)."""
-        model.m2.load_state_dict({k[3:]: v for k, v in start.items() if k.startswith("m2.")})
+        model.m2.load_state_dict(sub_state(start, "m2."))
         if not self.cfg.label_free:
             model.m2.relabel(self.cluster_names(model).to(self.device))
 
-    @torch.no_grad()
     def cluster_names(self, model: M1M2) -> torch.Tensor:
         """perm[class] = the cluster of q(y|z1) that this run's labelled images name by that class."""
-        logits = model.classify(self.data.x_train[self.lab_idx])
-        return name_clusters(logits, self.data.y_train[self.lab_idx], self.data.num_classes)
+        return cluster_names(model, self.data.x_train[self.lab_idx], self.data.y_train[self.lab_idx])
 
     def stage_pool(self, stage: str) -> torch.Tensor:
         """The training images a stage's epoch runs over: all of them for M1, the unlabelled ones otherwise (for a
@@ -573,9 +582,7 @@ def evaluate(model: nn.Module, cfg: TrainConfig, data: Dataset, generative: bool
         if cfg.label_free:  # a label-free M1+M2: its clusters named by class with the run's labels
             lab = label_split(data.y_train.cpu(), cfg.labels, data.num_classes, cfg.seed)[0].to(device)
             model = copy.deepcopy(model)
-            with torch.no_grad():
-                perm = name_clusters(model.classify(data.x_train[lab]), data.y_train[lab], data.num_classes)
-            model.m2.relabel(perm.to(device))
+            model.m2.relabel(cluster_names(model, data.x_train[lab], data.y_train[lab]).to(device))
         pred_val, pred_test = predict(model, data.x_val).cpu(), predict(model, data.x_test).cpu()
     y_test = data.y_test.cpu()
     k = data.num_classes
