@@ -59,7 +59,7 @@ def _recipe_fields(model: str, labels) -> dict:
     """The recipe of `model` at N=`labels` as the form's widget values (keys tr_ + setting)."""
     r = recipe_settings(model, labels if isinstance(labels, int) and labels > 0 else None)
     r["hidden"] = ",".join(map(str, r["hidden"]))  # the text field's form
-    del r["ema"]  # no field: the clusters box brings the average of weights its recipe has
+    del r["ema"], r["alpha"]  # no fields: the clusters box brings its recipe's average of weights and alpha
     return {f"tr_{name}": value for name, value in r.items()}
 
 
@@ -233,11 +233,12 @@ def settings() -> TrainConfig | None:
     if not start or refused:
         return None
     model = ModelConfig(kind=kind, hidden=validate.parse_hidden(hidden_text), z_dim=int(z_dim))
+    averaged = recipe_settings(kind, int(labels), clusters)  # the recipe from clusters: an average of weights, alpha
     return TrainConfig(model=model, dataset=dataset, labels=int(labels), seed=int(seed), epochs=int(epochs),
                        m1_epochs=int(m1_epochs), lr=float(lr), lr_final=float(lr_final), kl_warmup=float(kl),
                        m1_lr=float(m1_lr), m1_lr_final=float(m1_lr_final), m1_kl_warmup=float(m1_kl),
                        batch_size=int(batch), classifier=classifier, device=device,
-                       ema=recipe_settings(kind, int(labels), clusters)["ema"])  # the clusters recipe averages
+                       ema=averaged["ema"], alpha=averaged["alpha"])
 
 
 def start(cfg: TrainConfig) -> None:

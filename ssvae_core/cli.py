@@ -61,7 +61,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         m1_run = default_m1(a)
         if a.model == "m1m2" and holds_clusters(m1_run):
             print(f"M1 and clusters: {m1_run} (label-free; its clusters are named by class with these labels)"
-                  + (f"; the recipe from clusters averages the weights (--ema {cfg.ema})" if a.recipe else ""))
+                  + (f"; the recipe from clusters averages the weights (--ema {cfg.ema}) and weighs "
+                     f"the labels' classification term less (--alpha {cfg.alpha})" if a.recipe else ""))
         elif a.model == "m1m2":
             print(f"M1: {m1_run}" + (" (shipped, label-free; --fresh-m1 trains a new one)" if m1_run == SHIPPED_M1
                                      else "" if m1_run else f" trained first, {cfg.m1_epochs} epochs"))

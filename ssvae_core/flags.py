@@ -59,7 +59,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         f"(default 0; the recipe for M1+M2 from clusters: {FROM_CLUSTERS['ema']})")
     p.add_argument("--z1-mean", action="store_true",
                    help="M1+M2: train the M2 stage on the z1 means E[z1|x] instead of samples of q(z1|x) (the paper)")
-    p.add_argument("--alpha", type=float, default=d.alpha, help="J^alpha: alpha = ALPHA * N (paper: 0.1)")
+    p.add_argument("--alpha", type=float, default=d.alpha, help="J^alpha: alpha = ALPHA * N (paper and default: 0.1; "
+                   f"the recipe for M1+M2 from clusters: {FROM_CLUSTERS['alpha']})")
     p.add_argument("--hidden", type=ints, default=m.hidden, help="M2/supervised hidden sizes, e.g. 500 or 500,500")
     p.add_argument("--z-dim", type=int, default=m.z_dim, help="latent size of M2 (z2 of M1+M2)")
     p.add_argument("--m1-hidden", type=ints, default=m.m1_hidden, help="M1 hidden sizes")
@@ -100,7 +101,7 @@ def config_from_args(a: argparse.Namespace, kind: str, labels: int, seed: int, d
 
 
 # the settings a recipe fixes; parsers that take a recipe default them to None
-RECIPE_FLAGS = ("epochs", "lr", "lr_final", "kl_warmup", "hidden", "ema", "m1_epochs", "m1_lr", "m1_lr_final",
+RECIPE_FLAGS = ("epochs", "lr", "lr_final", "kl_warmup", "hidden", "ema", "alpha", "m1_epochs", "m1_lr", "m1_lr_final",
                 "m1_kl_warmup", "classifier")
 
 
@@ -108,7 +109,7 @@ def fill(a: argparse.Namespace, values: dict | None) -> argparse.Namespace:
     """Give every recipe flag left at None its value from `values` (a recipe), else the TrainConfig default."""
     d, m = _defaults()
     plain = {"epochs": d.epochs, "lr": d.lr, "lr_final": d.lr_final, "kl_warmup": d.kl_warmup, "hidden": m.hidden,
-             "ema": d.ema,
+             "ema": d.ema, "alpha": d.alpha,
              "m1_epochs": d.m1_epochs, "m1_lr": d.m1_lr, "m1_lr_final": d.m1_lr_final, "m1_kl_warmup": d.m1_kl_warmup,
              "classifier": d.classifier}
     for k in RECIPE_FLAGS:

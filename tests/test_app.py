@@ -240,11 +240,11 @@ def test_train_page_starts_m1m2_from_the_shipped_clusters_when_asked(monkeypatch
     monkeypatch.setenv("SSVAE_DATA_DIR", str(mnist_root))
     started = []
 
-    emas = []
+    settings = []  # what the recipe from clusters changes: the average of weights and alpha
 
     def fake_start(cfg, data_root, run_dir, data=None, m1_run=None, resume=False):
         started.append(m1_run)
-        emas.append(cfg.ema)
+        settings.append({"ema": cfg.ema, "alpha": cfg.alpha})
         raise jobs.JobLimitError("not started in this test")
 
     monkeypatch.setattr(jobs, "start_job", fake_start)
@@ -263,8 +263,9 @@ def test_train_page_starts_m1m2_from_the_shipped_clusters_when_asked(monkeypatch
     assert at.text_input(key="tr_hidden").label.endswith(f"(clusters: {','.join(map(str, kept['hidden']))})")
     press()
     assert started == [SHIPPED_M1, SHIPPED_CLUSTERS]
-    assert emas == [recipe_settings("m1m2", 100)["ema"], recipe_settings("m1m2", 100, clusters=True)["ema"]]
-    assert emas[0] != emas[1]  # the recipe from clusters averages the weights; the plain one does not
+    assert settings == [{k: recipe_settings("m1m2", 100, clusters=c)[k] for k in ("ema", "alpha")}
+                        for c in (False, True)]
+    assert settings[0] != settings[1]  # the recipe from clusters averages the weights, with less alpha
     at.checkbox(key="tr_fresh_m1").check().run()
     assert "tr_clusters" not in [c.key for c in at.checkbox]
     press()

@@ -143,6 +143,7 @@ def test_m1m2_from_the_shipped_clusters_names_them_with_its_labels_and_says_so(m
     run, clusters = load_run(out), load_run(ROOT / SHIPPED_CLUSTERS)
     assert run.meta["m1_run"] == SHIPPED_CLUSTERS and run.cfg.model.z_dim == clusters.cfg.model.z_dim
     assert run.cfg.ema == FROM_CLUSTERS["ema"] and f"--ema {FROM_CLUSTERS['ema']}" in r.stdout  # its recipe
+    assert run.cfg.alpha == FROM_CLUSTERS["alpha"] and f"--alpha {FROM_CLUSTERS['alpha']}" in r.stdout
     assert run.meta["best"]["val_error"] < 10.0  # chance is 90%
 
 

@@ -159,10 +159,12 @@ def test_the_recipe_from_clusters_is_the_same_in_train_reproduce_and_bench(digit
     assert FROM_CLUSTERS and all(recipe_settings("m1m2", 100, clusters=True)[k] == v for k, v in FROM_CLUSTERS.items())
     assert recipe_settings("m1m2", 100, clusters=True) != recipe_settings("m1m2", 100)
 
-    def ema_of_train(*flags: str) -> float:
+    fixed = sorted(FROM_CLUSTERS)  # the settings the recipe from clusters changes (the average of weights, alpha)
+
+    def of_train(*flags: str) -> dict:
         assert cli.main(["train", "--model", "m1m2", "--labels", "100", "--recipe", "--out", "/nonexistent",
                          *flags]) == 0
-        return train_configs["cfg"].ema
+        return {k: getattr(train_configs["cfg"], k) for k in fixed}
 
     parser = argparse.ArgumentParser()
     reproduce.add_parser(parser.add_subparsers())
@@ -173,16 +175,16 @@ def test_the_recipe_from_clusters_is_the_same_in_train_reproduce_and_bench(digit
         pass
 
     def fake_trainer(cfg, data, m1_state=None, resume=None):
-        seen["ema"] = cfg.ema
+        seen.update({k: getattr(cfg, k) for k in fixed})
         raise Stop
 
     monkeypatch.setattr(bench, "Trainer", fake_trainer)
     for start, clustered in ((free, True), (None, False)):
-        expected = recipe_settings("m1m2", 100, clusters=clustered)["ema"]
-        assert ema_of_train(*(["--m1-run", start] if start else ["--fresh-m1"])) == expected
+        expected = {k: recipe_settings("m1m2", 100, clusters=clustered)[k] for k in fixed}
+        assert of_train(*(["--m1-run", start] if start else ["--fresh-m1"])) == expected
         from_reproduce = reproduce._with_recipe(a, "m1m2", 100, clustered)
-        assert from_reproduce.ema == expected
+        assert {k: getattr(from_reproduce, k) for k in fixed} == expected
         with pytest.raises(Stop):
             bench.to_target("m1m2", digits, 100, 0, "cpu", start, True)
-        assert seen["ema"] == expected
-    assert ema_of_train("--m1-run", free, "--ema", "0.5") == 0.5
+        assert seen == expected
+    assert of_train("--m1-run", free, "--ema", "0.5", "--alpha", "0.2") == {"alpha": 0.2, "ema": 0.5}
