@@ -57,7 +57,8 @@ def _use_digits() -> None:
 
 def _recipe_fields(model: str, labels) -> dict:
     """The recipe of `model` at N=`labels` as the form's widget values (keys tr_ + setting)."""
-    r = recipe_settings(model, labels if isinstance(labels, int) and labels > 0 else None)
+    # M1+M2's M1 fields only count when it trains its own M1: the recipe from scratch's
+    r = recipe_settings(model, labels if isinstance(labels, int) and labels > 0 else None, "scratch")
     r["hidden"] = ",".join(map(str, r["hidden"]))  # the text field's form
     del r["ema"], r["alpha"]  # no fields: the clusters box brings its recipe's average of weights and alpha
     return {f"tr_{name}": value for name, value in r.items()}
@@ -145,7 +146,9 @@ def settings() -> TrainConfig | None:
     if kind == "m1m2" and _ui.shipped_m1(dataset):
         st.checkbox("Train a fresh M1 first", key="tr_fresh_m1", persist_state=KEEP,
                     help="Off: the M2 stage starts from the shipped M1 (the recipe's, trained on the unlabelled "
-                         "images only), so only the stage trains. On: the M1 stage below trains first.")
+                         "images only), so only the stage trains. On: the M1 stage below trains first; the recipe "
+                         "from scratch gives it 20 epochs and, like the recipe from clusters, has the stage keep a "
+                         "moving average of its weights and weigh the labels' classification term less.")
         if _ui.shipped_clusters(dataset) and not st.session_state.get("tr_fresh_m1"):
             st.checkbox("Start the stage from the shipped clusters (faster)", key="tr_clusters", persist_state=KEEP,
                         help="On: the M2 stage starts from one trained on the unlabelled images alone, on the same "
@@ -233,7 +236,8 @@ def settings() -> TrainConfig | None:
     if not start or refused:
         return None
     model = ModelConfig(kind=kind, hidden=validate.parse_hidden(hidden_text), z_dim=int(z_dim))
-    averaged = recipe_settings(kind, int(labels), clusters)  # the recipe from clusters: an average of weights, alpha
+    start = "clusters" if clusters else "m1" if from_shipped else "scratch"  # M1+M2's (for others: no matter)
+    averaged = recipe_settings(kind, int(labels), start)  # from clusters or scratch: an average of weights, alpha
     return TrainConfig(model=model, dataset=dataset, labels=int(labels), seed=int(seed), epochs=int(epochs),
                        m1_epochs=int(m1_epochs), lr=float(lr), lr_final=float(lr_final), kl_warmup=float(kl),
                        m1_lr=float(m1_lr), m1_lr_final=float(m1_lr_final), m1_kl_warmup=float(m1_kl),

@@ -26,7 +26,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ssvae_core.batched import BatchedTrainer
-from ssvae_core.checkpoints import holds_clusters, start_m1
+from ssvae_core.checkpoints import holds_clusters, stage_start, start_m1
 from ssvae_core.data import load_dataset
 from ssvae_core.flags import add_data_args, at_least
 from ssvae_core.models import M1, ModelConfig
@@ -102,7 +102,7 @@ def to_target(kind: str, data, labels: int, seed: int, device: str, m1_run: str 
               out=print, compile: bool = False) -> dict:
     """Train `kind` with its recipe on label draw `seed`, printing each epoch's wall seconds and errors; returns the
     first epoch and wall seconds at which validation error reached TARGETS[kind], and the best errors."""
-    r = recipe_settings(kind, labels, holds_clusters(m1_run))
+    r = recipe_settings(kind, labels, stage_start(m1_run))
     model = ModelConfig(kind=kind, hidden=r["hidden"])
     cfg = TrainConfig(model=model, dataset=data.name, labels=labels, seed=seed, device=device, compile=compile,
                       **{k: r[k] for k in ("epochs", "lr", "lr_final", "kl_warmup", "ema", "alpha", "m1_epochs",
@@ -132,7 +132,8 @@ def cmd_to_target(a: argparse.Namespace, device: torch.device, peak: float) -> i
     rows = []
     for kind in a.models.split(","):
         for seed in [int(s) for s in a.seeds.split(",")]:
-            start = f", {'M1 and clusters' if holds_clusters(m1_run) else 'M1'} {m1_run}" if m1_run else ""
+            start = (f", {'M1 and clusters' if holds_clusters(m1_run) else 'M1'} {m1_run}" if m1_run
+                     else ", from scratch (its M1 first)")
             print(f"{kind} N={a.labels} seed {seed}" + (start if kind == "m1m2" else ""), flush=True)
             rows.append(to_target(kind, data, a.labels, seed, a.device, m1_run, a.until_target,
                                   out=lambda line: print(line, flush=True), compile=a.compile))
@@ -190,7 +191,8 @@ def add_parser(sub) -> None:
     p.add_argument("--seeds", default="5,6,7", help="--to-target: label draws (not the ones recipes are tuned on)")
     p.add_argument("--until-target", action="store_true", help="--to-target: stop each run at its target")
     m1 = p.add_mutually_exclusive_group()
-    m1.add_argument("--fresh-m1", action="store_true", help="--to-target: M1+M2 trains its M1 first")
+    m1.add_argument("--fresh-m1", action="store_true",
+                    help="--to-target: M1+M2 trains its M1 first (the recipe from scratch)")
     m1.add_argument("--m1-run", default=None, metavar="RUN_DIR",
                     help="--to-target: M1+M2 starts from the M1 of this run folder (default: the shipped M1)")
     p.add_argument("--batched", type=at_least(2), default=None, metavar="R",

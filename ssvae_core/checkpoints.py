@@ -379,6 +379,12 @@ def holds_clusters(run_dir: str | Path | None) -> bool:
     return config.get("model", {}).get("kind") == "m1m2" and bool(config.get("label_free"))
 
 
+def stage_start(m1_run: str | Path | None) -> str:
+    """Where an M1+M2 run with `m1_run` starts its stage, as recipes.STARTS names it: 'scratch' (none: it trains its
+    own M1 first), 'clusters' (a label-free M1+M2 run) or 'm1'."""
+    return "scratch" if m1_run is None else "clusters" if holds_clusters(m1_run) else "m1"
+
+
 CLUSTERS_SHAPE = ("m1_hidden", "m1_z_dim", "activation", "hidden", "z_dim")  # what a stage from clusters takes
 
 

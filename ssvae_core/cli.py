@@ -11,18 +11,18 @@ from ssvae_core.checkpoints import (
     DONE,
     export_m1,
     export_run,
-    holds_clusters,
     list_runs,
     load_run,
     read_meta,
     run_state,
+    stage_start,
     wall,
 )
 from ssvae_core.data import DATASETS, default_data_root, load_dataset
 from ssvae_core.errors import CheckpointError, DataError, TrainingError
 from ssvae_core.flags import RECIPE_FLAGS, add_data_args, add_train_args, at_least, config_from_args, fill
 from ssvae_core.models import MODELS
-from ssvae_core.recipes import SHIPPED_M1, recipe_settings
+from ssvae_core.recipes import FROM_SCRATCH, SHIPPED_M1, recipe_settings
 from ssvae_core.runner import resumable_config, run_training
 from ssvae_core.train import evaluate, flush_denormals, resolve_device
 
@@ -50,7 +50,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         if a.label_free and a.model != "m1m2":
             print(f"--label-free trains M1+M2's stage without labels; it does not apply to --model {a.model}.")
             return 2
-        fill(a, recipe_settings(a.model, a.labels, holds_clusters(default_m1(a))) if a.recipe else None)
+        fill(a, recipe_settings(a.model, a.labels, stage_start(default_m1(a))) if a.recipe else None)
         cfg = config_from_args(a, a.model, a.labels, a.seed, a.dataset, a.init)
         data = load_dataset(a.dataset, a.data_dir, download=not a.no_download)
         out = Path(a.out or f"checkpoints/{a.model}-{a.dataset}-n{a.labels}-s{a.seed}"
@@ -59,13 +59,15 @@ def cmd_train(a: argparse.Namespace) -> int:
                   "errors)") if cfg.label_free and a.model == "m1m2" else f"with {a.labels} labels (seed {a.seed})"
         print(f"Training {a.model} on {a.dataset} {labels} -> {out}" + (" with the results recipe" if a.recipe else ""))
         m1_run = default_m1(a)
-        if a.model == "m1m2" and holds_clusters(m1_run):
-            print(f"M1 and clusters: {m1_run} (label-free; its clusters are named by class with these labels)"
-                  + (f"; the recipe from clusters averages the weights (--ema {cfg.ema}) and weighs "
-                     f"the labels' classification term less (--alpha {cfg.alpha})" if a.recipe else ""))
+        start = stage_start(m1_run)
+        if a.model == "m1m2" and start == "clusters":
+            print(f"M1 and clusters: {m1_run} (label-free; its clusters are named by class with these labels)")
         elif a.model == "m1m2":
             print(f"M1: {m1_run}" + (" (shipped, label-free; --fresh-m1 trains a new one)" if m1_run == SHIPPED_M1
                                      else "" if m1_run else f" trained first, {cfg.m1_epochs} epochs"))
+        if a.model == "m1m2" and a.recipe and start != "m1":
+            print(f"The recipe from {'clusters' if start == 'clusters' else 'scratch'} averages the weights (--ema "
+                  f"{cfg.ema}) and weighs the labels' classification term less (--alpha {cfg.alpha})")
         meta = run_training(cfg, data, out, m1_run=m1_run, half=a.half)
     b, seconds = meta["best"], wall(meta)[0]
     print(f"Saved {out}: best epoch {b['epoch']}  validation error {b['val_error']:.2f}%  "
@@ -134,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="go on with an interrupted or stopped run from its last finished epoch, with its own "
                         "settings (other training flags are ignored)")
     p.add_argument("--fresh-m1", action="store_true",
-                   help=f"M1+M2 on MNIST: train a new M1 first instead of starting from the shipped {SHIPPED_M1}")
+                   help=f"M1+M2 on MNIST: train a new M1 first instead of starting from the shipped {SHIPPED_M1} "
+                        f"(with --recipe: the recipe from scratch, an M1 of {FROM_SCRATCH['m1_epochs']} epochs)")
     add_train_args(p)
     for flag in ("lr", "lr-final", "kl-warmup"):
         p.add_argument(f"--m1-{flag}", type=float, default=None,

@@ -25,8 +25,10 @@ RECIPE = {  # per-model settings of the results table (docs/experiments.md says 
 }
 FROM_CLUSTERS = {"ema": 0.999, "alpha": 0.03}  # M1+M2's stage from label-free clusters evaluates and keeps an
 # average of its weights (a moving average, decay 0.999 per step) and weighs its classifier's labelled term less
-# (alpha 0.03 instead of the paper's 0.1: the clusters already classify): sooner to the paper's error
-# (docs/experiments.md)
+# (alpha 0.03 instead of the paper's 0.1): sooner to the paper's error (docs/experiments.md)
+FROM_SCRATCH = {**FROM_CLUSTERS, "m1_epochs": 20, "m1_kl_warmup": 20.0}  # M1+M2 that trains its own M1 first: a
+# short M1 (KL warm-up over all of it), then the stage as from clusters: the paper's error in minutes
+STARTS = ("m1", "clusters", "scratch")  # where M1+M2's stage starts: a trained M1, label-free clusters, nothing
 LONGER_STAGE = {"m1m2": (1000, 200)}  # from N=1000 labels on, M1+M2's stage runs 200 epochs
 M1_EPOCHS = RECIPE["m1"]["epochs"]  # the shared M1's epochs
 TARGETS = {"m1m2": 3.33, "m2": 6.0}  # `bench --to-target`: validation error (%) to reach at N=100 (M1+M2: the paper's)
@@ -34,22 +36,26 @@ SHIPPED_M1 = "checkpoints/pretrained/m1-mnist"  # the recipe's M1, label-free: M
 SHIPPED_CLUSTERS = "checkpoints/pretrained/m1m2-mnist-clusters"  # that M1 and a stage trained on U alone: a start
 
 
-def recipe(model: str, labels: int | None = None, clusters: bool = False) -> dict:
-    """RECIPE[model], with the longer stage of LONGER_STAGE where `labels` reaches its threshold (and for M1+M2 whose
-    stage starts from clusters, FROM_CLUSTERS)."""
-    r = {"ema": 0.0, "alpha": 0.1, **RECIPE[model], **(FROM_CLUSTERS if clusters and model == "m1m2" else {})}
+def recipe(model: str, labels: int | None = None, start: str = "m1") -> dict:
+    """RECIPE[model], with the longer stage of LONGER_STAGE where `labels` reaches its threshold; for M1+M2, what its
+    `start` adds (one of STARTS: from clusters FROM_CLUSTERS, from scratch FROM_SCRATCH)."""
+    if start not in STARTS:
+        raise ValueError(f"Unknown start {start!r}; choose one of {', '.join(STARTS)}.")
+    extra = {"clusters": FROM_CLUSTERS, "scratch": FROM_SCRATCH}.get(start, {}) if model == "m1m2" else {}
+    r = {"ema": 0.0, "alpha": 0.1, **RECIPE[model], **extra}
     if labels is not None and model in LONGER_STAGE and labels >= LONGER_STAGE[model][0]:
         r["epochs"] = LONGER_STAGE[model][1]
     return r
 
 
-def recipe_settings(model: str, labels: int | None = None, clusters: bool = False) -> dict:
-    """Every setting the recipe fixes for `model` at `labels` (M1+M2: from clusters or not): epochs, lr, lr_final,
+def recipe_settings(model: str, labels: int | None = None, start: str = "m1") -> dict:
+    """Every setting the recipe fixes for `model` at `labels` (M1+M2: from its `start`): epochs, lr, lr_final,
     kl_warmup, hidden, ema, alpha, for M1+M2's M1 stage m1_epochs, m1_lr, m1_lr_final, m1_kl_warmup, and for M1 its
     classifier (what `train --recipe` and the Train page use; `reproduce` all but the classifier, so its shared M1
     for M1+M2 keeps kNN)."""
-    r, m1 = recipe(model, labels, clusters), RECIPE["m1"]
+    r, m1 = recipe(model, labels, start), RECIPE["m1"]
     return {"epochs": r["epochs"], "lr": r["lr"], "lr_final": r["lr_final"], "kl_warmup": r["kl_warmup"],
-            "ema": r["ema"], "alpha": r["alpha"], "hidden": list(r["hidden"]), "m1_epochs": M1_EPOCHS,
-            "m1_lr": m1["lr"], "m1_lr_final": m1["lr_final"], "m1_kl_warmup": m1["kl_warmup"],
+            "ema": r["ema"], "alpha": r["alpha"], "hidden": list(r["hidden"]),
+            "m1_epochs": r.get("m1_epochs", M1_EPOCHS), "m1_lr": m1["lr"], "m1_lr_final": m1["lr_final"],
+            "m1_kl_warmup": r.get("m1_kl_warmup", m1["kl_warmup"]),
             **({"classifier": r["classifier"]} if "classifier" in r else {})}

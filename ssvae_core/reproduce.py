@@ -98,9 +98,9 @@ def table(rows: list[dict]) -> str:
 
 
 def _with_recipe(a: argparse.Namespace, model: str, labels: int | None = None,
-                 clusters: bool = False) -> argparse.Namespace:
-    """The flags, with the model's recipe (at `labels`, from clusters or not) filling those not given."""
-    filled = {k: v for k, v in recipe(model, labels, clusters).items() if getattr(a, k, None) is None}
+                 start: str = "m1") -> argparse.Namespace:
+    """The flags, with the model's recipe (at `labels`; M1+M2 from its `start`) filling those not given."""
+    filled = {k: v for k, v in recipe(model, labels, start).items() if getattr(a, k, None) is None}
     return argparse.Namespace(**{**vars(a), **filled})
 
 
@@ -228,9 +228,9 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
                 for init in range(a.restarts):
                     run_dir = out / (f"{model}-n{n}-s{seed}" + (f"-i{init}" if init else ""))
                     meta = _done(run_dir)
-                    clusters = m1 is not None and holds_clusters(m1)
-                    cfg = config_from_args(_with_recipe(a, model, n, clusters), model, n, seed, a.dataset, init)
-                    if clusters:  # the stage starts from its clusters: their sizes
+                    start = "clusters" if m1 is not None and holds_clusters(m1) else "m1"  # the M1 is trained
+                    cfg = config_from_args(_with_recipe(a, model, n, start), model, n, seed, a.dataset, init)
+                    if start == "clusters":  # the stage starts from its clusters: their sizes
                         take_clusters_shape(cfg, m1)
                     if meta is not None and (diffs := differences(meta, cfg, m1_dir=m1)):
                         return _refuse(run_dir, diffs)
@@ -270,7 +270,8 @@ def add_parser(sub) -> None:
                    help="initialisations per label draw; the one with the lowest validation error is kept")
     p.add_argument("--out", default="runs/table1", help="folder for the runs (finished runs are reused)")
     p.add_argument("--fresh-m1", action="store_true",
-                   help=f"M1+M2 on MNIST: train a shared M1 into OUT/m1 instead of using the shipped {SHIPPED_M1}")
+                   help=f"M1+M2 on MNIST: train a shared M1 into OUT/m1 as the shipped {SHIPPED_M1} was (the results "
+                        "table's recipe, not train's shorter one from scratch) instead of using it")
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run each run as a Ray task (one CPU core, or one GPU with --device cuda) on a local Ray, or "
                         "on the cluster at ADDRESS (e.g. auto or ray://HOST:10001); a cluster needs --out and the "

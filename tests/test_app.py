@@ -202,7 +202,7 @@ def test_train_page_fills_in_each_models_recipe(monkeypatch, tmp_path):
         at.segmented_control(key="tr_model").set_value(model).run()
         next(b for b in at.button if b.label.startswith("Use the results recipe")).click().run()
         assert_clean(at, "train")
-        r = recipe_settings(model)
+        r = recipe_settings(model, start="scratch")  # the M1 fields count only for a fresh M1: its recipe's
         assert at.number_input(key="tr_epochs").value == r["epochs"]
         assert at.number_input(key="tr_m1_epochs").value == r["m1_epochs"]
         assert at.number_input(key="tr_lr").value == pytest.approx(r["lr"])
@@ -226,9 +226,10 @@ def test_train_page_fills_in_each_models_recipe(monkeypatch, tmp_path):
     next(b for b in at.button if b.label == "Start training").click().run()
     assert_clean(at, "train")
     job = jobs.get_job(at.session_state["tr_job"])
-    m1 = recipe_settings("m1m2")
+    m1 = recipe_settings("m1m2", start="scratch")
     assert (job.cfg.m1_lr, job.cfg.m1_lr_final, job.cfg.m1_kl_warmup) == pytest.approx(
         (m1["m1_lr"], m1["m1_lr_final"], m1["m1_kl_warmup"]))
+    assert (job.cfg.ema, job.cfg.alpha) == (m1["ema"], m1["alpha"])  # and the stage from scratch's average, alpha
     assert job.cfg.lr != job.cfg.m1_lr
     job.stop()
     job.join(60)
@@ -263,8 +264,8 @@ def test_train_page_starts_m1m2_from_the_shipped_clusters_when_asked(monkeypatch
     assert at.text_input(key="tr_hidden").label.endswith(f"(clusters: {','.join(map(str, kept['hidden']))})")
     press()
     assert started == [SHIPPED_M1, SHIPPED_CLUSTERS]
-    assert settings == [{k: recipe_settings("m1m2", 100, clusters=c)[k] for k in ("ema", "alpha")}
-                        for c in (False, True)]
+    assert settings == [{k: recipe_settings("m1m2", 100, start)[k] for k in ("ema", "alpha")}
+                        for start in ("m1", "clusters")]
     assert settings[0] != settings[1]  # the recipe from clusters averages the weights, with less alpha
     at.checkbox(key="tr_fresh_m1").check().run()
     assert "tr_clusters" not in [c.key for c in at.checkbox]

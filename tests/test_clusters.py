@@ -142,24 +142,26 @@ def test_reproduce_starts_m1m2_from_clusters_and_reuses_what_it_trained(digits, 
     assert first.split("model chosen on validation")[1] == second.split("model chosen on validation")[1]
 
 
-def test_the_recipe_from_clusters_is_the_same_in_train_reproduce_and_bench(digits, m1_state, tmp_path, train_configs,
-                                                                          monkeypatch):
-    """`train --recipe`, `reproduce` and `bench --to-target` from a clusters run all take the recipe from clusters
-    (FROM_CLUSTERS on top of M1+M2's); from a plain M1 they take the plain recipe; a flag given still wins."""
+def test_the_recipe_from_clusters_or_scratch_is_the_same_in_train_reproduce_and_bench(digits, m1_state, tmp_path,
+                                                                                     train_configs, monkeypatch):
+    """`train --recipe` and `bench --to-target` from a clusters run take the recipe from clusters (FROM_CLUSTERS on
+    top of M1+M2's), with a fresh M1 the recipe from scratch (FROM_SCRATCH); `reproduce`, whose M1+M2 runs start from
+    a trained M1 or from clusters, takes the plain recipe or the one from clusters; a flag given still wins."""
     import argparse
 
     from ssvae_core import bench, cli, reproduce
-    from ssvae_core.recipes import FROM_CLUSTERS, recipe_settings
+    from ssvae_core.recipes import FROM_CLUSTERS, FROM_SCRATCH, recipe_settings
 
     clusters = Trainer(small_cfg("m1m2", epochs=0, label_free=True), digits, m1_state=m1_state)
     list(clusters.epochs())
     clusters.best_state = clusters.model.state_dict()
     save_trainer(clusters, tmp_path / "free")
     free = str(tmp_path / "free")
-    assert FROM_CLUSTERS and all(recipe_settings("m1m2", 100, clusters=True)[k] == v for k, v in FROM_CLUSTERS.items())
-    assert recipe_settings("m1m2", 100, clusters=True) != recipe_settings("m1m2", 100)
-
-    fixed = sorted(FROM_CLUSTERS)  # the settings the recipe from clusters changes (the average of weights, alpha)
+    for start, extra in (("clusters", FROM_CLUSTERS), ("scratch", FROM_SCRATCH)):
+        assert extra and all(recipe_settings("m1m2", 100, start)[k] == v for k, v in extra.items())
+        assert recipe_settings("m1m2", 100, start) != recipe_settings("m1m2", 100)
+    assert recipe_settings("m2", 100, "scratch") == recipe_settings("m2", 100)  # starts are M1+M2's alone
+    fixed = sorted({*FROM_CLUSTERS, *FROM_SCRATCH})  # what the starts change: the average, alpha, the M1's length
 
     def of_train(*flags: str) -> dict:
         assert cli.main(["train", "--model", "m1m2", "--labels", "100", "--recipe", "--out", "/nonexistent",
@@ -179,12 +181,16 @@ def test_the_recipe_from_clusters_is_the_same_in_train_reproduce_and_bench(digit
         raise Stop
 
     monkeypatch.setattr(bench, "Trainer", fake_trainer)
-    for start, clustered in ((free, True), (None, False)):
-        expected = {k: recipe_settings("m1m2", 100, clusters=clustered)[k] for k in fixed}
-        assert of_train(*(["--m1-run", start] if start else ["--fresh-m1"])) == expected
-        from_reproduce = reproduce._with_recipe(a, "m1m2", 100, clustered)
-        assert {k: getattr(from_reproduce, k) for k in fixed} == expected
+    for m1_run, start in ((free, "clusters"), (None, "scratch")):
+        expected = {k: recipe_settings("m1m2", 100, start)[k] for k in fixed}
+        assert of_train(*(["--m1-run", m1_run] if m1_run else ["--fresh-m1"])) == expected
         with pytest.raises(Stop):
-            bench.to_target("m1m2", digits, 100, 0, "cpu", start, True)
+            bench.to_target("m1m2", digits, 100, 0, "cpu", m1_run, True)
         assert seen == expected
-    assert of_train("--m1-run", free, "--ema", "0.5", "--alpha", "0.2") == {"alpha": 0.2, "ema": 0.5}
+    for start in ("clusters", "m1"):  # reproduce's stages: the stage settings as train's from the same start
+        from_reproduce = reproduce._with_recipe(a, "m1m2", 100, start)
+        assert {k: getattr(from_reproduce, k) for k in ("ema", "alpha")} == {
+            k: recipe_settings("m1m2", 100, start)[k] for k in ("ema", "alpha")}
+    assert recipe_settings("m1m2", 100, "m1")["ema"] == 0  # from a trained M1: the results table's recipe
+    assert of_train("--m1-run", free, "--ema", "0.5", "--alpha", "0.2")["alpha"] == 0.2
+    assert of_train("--fresh-m1", "--m1-epochs", "7")["m1_epochs"] == 7
