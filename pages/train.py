@@ -13,6 +13,8 @@ from ssvae_core.models import ModelConfig
 from ssvae_core.recipes import (
     CLASSIFIER_NAMES,
     DATASET_NAMES,
+    FROM_CLUSTERS,
+    FROM_SCRATCH,
     MODEL_NAMES,
     SHIPPED_CLUSTERS,
     SHIPPED_M1,
@@ -141,22 +143,25 @@ def settings() -> TrainConfig | None:
     _say(st, refused, "labels")
     st.button("Use the results recipe for this model", on_click=_use_recipe, icon=":material/tune:",
               help="Epochs, learning rates, KL warm-up and hidden sizes (M1: its classifier) of the recipe behind "
-                   "the results table for this model and N (the same as `python -m ssvae_core train --recipe`). The "
-                   "form starts with it and follows the model and N until you change a setting.")
+                   "the results table for this model and N (the same as `python -m ssvae_core train --recipe`; "
+                   "M1+M2's M1 stage, which trains only for a fresh M1: the recipe from scratch's). The form starts "
+                   "with it and follows the model and N until you change a setting.")
     if kind == "m1m2" and _ui.shipped_m1(dataset):
         st.checkbox("Train a fresh M1 first", key="tr_fresh_m1", persist_state=KEEP,
                     help="Off: the M2 stage starts from the shipped M1 (the recipe's, trained on the unlabelled "
                          "images only), so only the stage trains. On: the M1 stage below trains first; the recipe "
-                         "from scratch gives it 20 epochs and, like the recipe from clusters, has the stage keep a "
-                         "moving average of its weights and weigh the labels' classification term less.")
+                         f"from scratch gives it {FROM_SCRATCH['m1_epochs']} epochs and, like the recipe from "
+                         "clusters, has the stage keep a moving average of its weights and weigh the labels' "
+                         "classification term less.")
         if _ui.shipped_clusters(dataset) and not st.session_state.get("tr_fresh_m1"):
             st.checkbox("Start the stage from the shipped clusters (faster)", key="tr_clusters", persist_state=KEEP,
                         help="On: the M2 stage starts from one trained on the unlabelled images alone, on the same "
                              "M1 (its ten clusters, z2 of 10), the clusters named by class with your labels. With "
-                             "100 labels it passed the paper's 3.33% after 32-40 epochs instead of 80-118 (label draws "
+                             "100 labels it passed the paper's 3.33% after 21-31 epochs instead of 80-118 (label draws "
                              "5-7, docs/experiments.md). Its hidden size (500) and z size (10) replace the fields "
-                             "below, and the run keeps a moving average of its weights, as the recipe from clusters "
-                             "does.")
+                             "below, and, as the recipe from clusters does, the run keeps a moving average of its "
+                             "weights and weighs the labels' classification term less "
+                             f"(alpha {FROM_CLUSTERS['alpha']}).")
     classifier = DEFAULTS.classifier  # only M1 uses one
     if kind == "m1":
         classifier = st.selectbox("M1's classifier", list(CLASSIFIER_NAMES), key="tr_classifier",
@@ -207,7 +212,10 @@ def settings() -> TrainConfig | None:
                                          "and of the supervised baseline. M1 and M1+M2's M1 keep the paper's 500,500")
         _say(a2, refused, "hidden")
         st.caption("M1 stage of M1+M2 (the VAE whose latent z1 the M2 stage models)"
-                   + (": not trained, the run starts from the shipped M1" if from_shipped else "")
+                   + (": not trained, the run starts from the shipped M1" if from_shipped else
+                      ": trained first; then, as the recipe from scratch has it, the M2 stage keeps a moving average "
+                      f"of its weights and weighs the labels' classification term less (alpha {FROM_SCRATCH['alpha']})"
+                      if kind == "m1m2" else "")
                    + (", and its M2 stage from the shipped clusters, whose hidden size and z size it keeps"
                       if clusters else ""))
         off = kind != "m1m2" or from_shipped

@@ -56,11 +56,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="weight of the labelled bound: batch = like U's batch mean, dataset = N_l/N_u as in J's sums")
     p.add_argument("--ema", type=float, default=d.ema,
                    help=">0: evaluate and keep a moving average of the weights with this decay per step, e.g. 0.999 "
-                        f"(default 0; the recipe for M1+M2 from clusters: {FROM_CLUSTERS['ema']})")
+                        f"(default 0; the recipe for M1+M2 from clusters or from scratch: {FROM_CLUSTERS['ema']})")
     p.add_argument("--z1-mean", action="store_true",
                    help="M1+M2: train the M2 stage on the z1 means E[z1|x] instead of samples of q(z1|x) (the paper)")
     p.add_argument("--alpha", type=float, default=d.alpha, help="J^alpha: alpha = ALPHA * N (paper and default: 0.1; "
-                   f"the recipe for M1+M2 from clusters: {FROM_CLUSTERS['alpha']})")
+                   f"the recipe for M1+M2 from clusters or from scratch: {FROM_CLUSTERS['alpha']})")
     p.add_argument("--hidden", type=ints, default=m.hidden, help="M2/supervised hidden sizes, e.g. 500 or 500,500")
     p.add_argument("--z-dim", type=int, default=m.z_dim, help="latent size of M2 (z2 of M1+M2)")
     p.add_argument("--m1-hidden", type=ints, default=m.m1_hidden, help="M1 hidden sizes")
