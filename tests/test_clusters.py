@@ -143,7 +143,8 @@ def test_reproduce_starts_m1m2_from_clusters_and_reuses_what_it_trained(digits, 
 
 
 def test_the_recipe_from_clusters_or_scratch_is_the_same_in_train_reproduce_and_bench(digits, m1_state, tmp_path,
-                                                                                     train_configs, monkeypatch):
+                                                                                     train_configs, monkeypatch,
+                                                                                     capsys):
     """`train --recipe` and `bench --to-target` from a clusters run take the recipe from clusters (FROM_CLUSTERS on
     top of M1+M2's), with a fresh M1 the recipe from scratch (FROM_SCRATCH); `reproduce`, whose M1+M2 runs start from
     a trained M1 or from clusters, takes the plain recipe or the one from clusters; a flag given still wins."""
@@ -194,3 +195,6 @@ def test_the_recipe_from_clusters_or_scratch_is_the_same_in_train_reproduce_and_
     assert recipe_settings("m1m2", 100, "m1")["ema"] == 0  # from a trained M1: the results table's recipe
     assert of_train("--m1-run", free, "--ema", "0.5", "--alpha", "0.2")["alpha"] == 0.2
     assert of_train("--fresh-m1", "--m1-epochs", "7")["m1_epochs"] == 7
+    said = capsys.readouterr().out  # train names the recipe's start and what it changes
+    assert f"trained first, {FROM_SCRATCH['m1_epochs']} epochs" in said and "The recipe from scratch averages" in said
+    assert "The recipe from clusters averages" in said and f"--alpha {FROM_CLUSTERS['alpha']}" in said
