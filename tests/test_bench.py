@@ -73,7 +73,7 @@ def test_to_target_starts_m1m2_from_the_m1_asked_for(digits, monkeypatch, capsys
         assert seen == [m1]
         out = capsys.readouterr().out
         assert out.startswith("measured float32 matmul throughput: 1.0 GFLOP/s")  # before any training
-        assert (f"m1m2 N=100 seed 5, M1 {m1}\n" if m1 else "m1m2 N=100 seed 5\n") in out
+        assert (f"m1m2 N=100 seed 5, M1 {m1}\n" if m1 else "m1m2 N=100 seed 5, from scratch (its M1 first)\n") in out
     with pytest.raises(SystemExit) as refused:
         cli.main(["bench", "--to-target", "--fresh-m1", "--m1-run", "runs/my-m1"])
     assert refused.value.code == 2  # argparse refuses the two together
