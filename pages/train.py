@@ -244,13 +244,14 @@ def settings() -> TrainConfig | None:
     if not start or refused:
         return None
     model = ModelConfig(kind=kind, hidden=validate.parse_hidden(hidden_text), z_dim=int(z_dim))
-    start = "clusters" if clusters else "m1" if from_shipped else "scratch"  # M1+M2's (for others: no matter)
-    averaged = recipe_settings(kind, int(labels), start)  # from clusters or scratch: an average of weights, alpha
+    # M1+M2's start: shipped clusters, the shipped M1, or its own M1 (for other models the plain recipe either way)
+    r = recipe_settings(kind, int(labels), "clusters" if clusters else "m1" if from_shipped else "scratch")
+    m1 = ({k: r[k] for k in ("m1_epochs", "m1_lr", "m1_lr_final", "m1_kl_warmup")} if from_shipped  # fields off
+          else {"m1_epochs": int(m1_epochs), "m1_lr": float(m1_lr), "m1_lr_final": float(m1_lr_final),
+                "m1_kl_warmup": float(m1_kl)})
     return TrainConfig(model=model, dataset=dataset, labels=int(labels), seed=int(seed), epochs=int(epochs),
-                       m1_epochs=int(m1_epochs), lr=float(lr), lr_final=float(lr_final), kl_warmup=float(kl),
-                       m1_lr=float(m1_lr), m1_lr_final=float(m1_lr_final), m1_kl_warmup=float(m1_kl),
-                       batch_size=int(batch), classifier=classifier, device=device,
-                       ema=averaged["ema"], alpha=averaged["alpha"])
+                       lr=float(lr), lr_final=float(lr_final), kl_warmup=float(kl), batch_size=int(batch),
+                       classifier=classifier, device=device, ema=r["ema"], alpha=r["alpha"], **m1)
 
 
 def start(cfg: TrainConfig) -> None:

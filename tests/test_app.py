@@ -241,11 +241,12 @@ def test_train_page_starts_m1m2_from_the_shipped_clusters_when_asked(monkeypatch
     monkeypatch.setenv("SSVAE_DATA_DIR", str(mnist_root))
     started = []
 
-    settings = []  # what the recipe from clusters changes: the average of weights and alpha
+    fields = ("ema", "alpha", "m1_epochs", "m1_kl_warmup")
+    settings = []  # what the start decides: the average of weights, alpha, and the M1 fields (the shipped M1's)
 
     def fake_start(cfg, data_root, run_dir, data=None, m1_run=None, resume=False):
         started.append(m1_run)
-        settings.append({"ema": cfg.ema, "alpha": cfg.alpha})
+        settings.append({k: getattr(cfg, k) for k in fields})
         raise jobs.JobLimitError("not started in this test")
 
     monkeypatch.setattr(jobs, "start_job", fake_start)
@@ -264,8 +265,8 @@ def test_train_page_starts_m1m2_from_the_shipped_clusters_when_asked(monkeypatch
     assert at.text_input(key="tr_hidden").label.endswith(f"(clusters: {','.join(map(str, kept['hidden']))})")
     press()
     assert started == [SHIPPED_M1, SHIPPED_CLUSTERS]
-    assert settings == [{k: recipe_settings("m1m2", 100, start)[k] for k in ("ema", "alpha")}
-                        for start in ("m1", "clusters")]
+    assert settings == [{k: recipe_settings("m1m2", 100, start)[k] for k in fields}
+                        for start in ("m1", "clusters")]  # as train --recipe: the M1 fields are the shipped M1's
     assert settings[0] != settings[1]  # the recipe from clusters averages the weights, with less alpha
     at.checkbox(key="tr_fresh_m1").check().run()
     assert "tr_clusters" not in [c.key for c in at.checkbox]
