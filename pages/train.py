@@ -213,8 +213,8 @@ def settings() -> TrainConfig | None:
         _say(a2, refused, "hidden")
         st.caption("M1 stage of M1+M2 (the VAE whose latent z1 the M2 stage models)"
                    + (": not trained, the run starts from the shipped M1" if from_shipped else
-                      ": trained first; then, as the recipe from scratch has it, the M2 stage keeps a moving average "
-                      f"of its weights and weighs the labels' classification term less (alpha {FROM_SCRATCH['alpha']})"
+                      f": trained first, then the M2 stage averages its weights (alpha {FROM_SCRATCH['alpha']}), as "
+                      "the recipe from scratch has it"
                       if kind == "m1m2" else "")
                    + (", and its M2 stage from the shipped clusters, whose hidden size and z size it keeps"
                       if clusters else ""))
