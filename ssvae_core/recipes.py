@@ -15,6 +15,8 @@ PAPER = {  # Kingma et al. 2014, Table 1: MNIST test error (%) with N labels
 }
 PAPER_NAMES = {"m1": "M1+TSVM", "m2": "M2", "m1m2": "M1+M2", "supervised": "NN"}  # the paper's row names
 
+ALPHA = 0.1  # the paper's weight of the labelled classification term in J^alpha: alpha = ALPHA * N
+
 RECIPE = {  # per-model settings of the results table (docs/experiments.md says how each was chosen)
     # the shared M1 of M1+M2, M1_EPOCHS epochs, its KL weight rising from 0 to 1 over the first 60; M1 alone
     # (`train --recipe`, the Train page) classifies its latent means by label spreading, the results table's M1 row
@@ -42,7 +44,7 @@ def recipe(model: str, labels: int | None = None, start: str = "m1") -> dict:
     if start not in STARTS:
         raise ValueError(f"Unknown start {start!r}; choose one of {', '.join(STARTS)}.")
     extra = {"clusters": FROM_CLUSTERS, "scratch": FROM_SCRATCH}.get(start, {}) if model == "m1m2" else {}
-    r = {"ema": 0.0, "alpha": 0.1, **RECIPE[model], **extra}
+    r = {"ema": 0.0, "alpha": ALPHA, **RECIPE[model], **extra}
     if labels is not None and model in LONGER_STAGE and labels >= LONGER_STAGE[model][0]:
         r["epochs"] = LONGER_STAGE[model][1]
     return r

@@ -17,6 +17,7 @@ from ssvae_core.classifiers import fit_latent_classifier
 from ssvae_core.data import Dataset, label_split
 from ssvae_core.errors import TrainingError
 from ssvae_core.models import M1, M1M2, ModelConfig, build_model
+from ssvae_core.recipes import ALPHA
 
 
 @dataclass
@@ -41,7 +42,7 @@ class TrainConfig:
     labelled_elbo: str = "dataset"  # "batch": mean L(x,y) weighs like mean U(x); "dataset": times N_l/N_u, as in J
     ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights, this decay per step
     z1_sample: bool = True  # M1+M2: train M2 on z1 ~ q(z1|x) (the paper); False: on the means E[z1|x] (as at test)
-    alpha: float = 0.1  # J^alpha with alpha = 0.1 * N: beta = alpha * N_total / N_labelled per labelled example
+    alpha: float = ALPHA  # J^alpha with alpha = 0.1 * N: beta = alpha * N_total / N_labelled per labelled example
     binarize: bool = True  # dynamic binarisation for Bernoulli pixel models
     active_threshold: float = 0.01  # M1+M2: z1 units whose mean varies less than this are pruned
     classifier: str = "knn"  # M1: "knn", "svm" or "spreading" (labels spread over labelled + unlabelled means)
