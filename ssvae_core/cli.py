@@ -66,7 +66,7 @@ def cmd_train(a: argparse.Namespace) -> int:
             print(f"M1: {m1_run}" + (" (shipped, label-free; --fresh-m1 trains a new one)" if m1_run == SHIPPED_M1
                                      else "" if m1_run else f" trained first, {cfg.m1_epochs} epochs"))
         if a.model == "m1m2" and a.recipe and start != "m1":
-            print(f"The recipe from {'clusters' if start == 'clusters' else 'scratch'} averages the weights (--ema "
+            print(f"The recipe from {start} averages the weights (--ema "
                   f"{cfg.ema}) and weighs the labels' classification term less (--alpha {cfg.alpha})")
         meta = run_training(cfg, data, out, m1_run=m1_run, half=a.half)
     b, seconds = meta["best"], wall(meta)[0]
