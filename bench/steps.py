@@ -1,5 +1,6 @@
-"""Milliseconds per training step of each model three ways, interleaved: torch's nn.Softplus, models.Softplus
-(the same values), and models.Softplus with the step's loss torch.compile'd (train --compile).
+"""Milliseconds per training step of each model four ways, interleaved: torch's nn.Softplus, the two-pass form
+models.Softplus had until 2026-12-06, models.Softplus (the same values), and models.Softplus with the step's loss
+torch.compile'd (train --compile; left out with --no-compile).
 
     OMP_NUM_THREADS=2 python bench/steps.py                 # M1+M2 stage (shipped M1), M2, M1 on MNIST
     python bench/steps.py --models m1m2 --rounds 5 --steps 50
@@ -26,6 +27,30 @@ from ssvae_core.checkpoints import start_m1  # noqa: E402
 from ssvae_core.data import load_dataset  # noqa: E402
 from ssvae_core.recipes import RECIPE, SHIPPED_M1  # noqa: E402
 from ssvae_core.train import TrainConfig, Trainer, flush_denormals  # noqa: E402
+
+
+class _two_pass(torch.autograd.Function):
+    """softplus as models.Softplus computed it until 2026-12-06: max(t, 0) + log(1 + e^-|t|), gradient sigmoid(t)."""
+
+    @staticmethod
+    def forward(t: torch.Tensor) -> torch.Tensor:
+        return t.clamp_min(0) + (1 + torch.exp(-t.abs())).log()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (t,) = ctx.saved_tensors
+        return grad * torch.sigmoid(t)
+
+
+class TwoPassSoftplus(nn.Module):
+    """models.Softplus as it was until 2026-12-06."""
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return _two_pass.apply(t)
 
 
 def stepper(kind: str, data, activation: type[nn.Module], compile: bool = False):
@@ -59,14 +84,18 @@ def main() -> None:
     p.add_argument("--models", default="m1m2,m2,m1")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--no-compile", action="store_true", help="leave out the compiled way (its first compilation "
+                   "takes about a minute)")
     p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     args = p.parse_args()
     flush_denormals()
     data = load_dataset("mnist", args.data_dir)
     print(f"float32 matmul: {matmul_gflops(torch.device('cpu')):.1f} GFLOP/s, {torch.get_num_threads()} threads")
     for kind in args.models.split(","):
-        runs = {"torch softplus": stepper(kind, data, nn.Softplus), "ours": stepper(kind, data, models.Softplus),
-                "ours compiled": stepper(kind, data, models.Softplus, compile=True)}
+        runs = {"torch softplus": stepper(kind, data, nn.Softplus),
+                "two-pass form": stepper(kind, data, TwoPassSoftplus), "ours": stepper(kind, data, models.Softplus)}
+        if not args.no_compile:
+            runs["ours compiled"] = stepper(kind, data, models.Softplus, compile=True)
         ms: dict[str, list[float]] = {name: [] for name in runs}
         for run in runs.values():
             run(3)  # warm-up (and compilation)
