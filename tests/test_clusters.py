@@ -93,7 +93,9 @@ def test_a_run_started_on_clusters_names_them_with_its_own_labels(digits, m1_sta
     list(clusters.epochs())  # builds the M1+M2 on the given M1; no epoch
     model, lab = clusters.model, clusters.lab_idx
     opt = torch.optim.Adam(model.m2.classifier.parameters(), lr=1e-2)
-    for _ in range(300):  # a q(y|z1) that knows the labelled images' classes
+    for _ in range(3000):  # a q(y|z1) that knows the labelled images' classes
+        if (model.classify(digits.x_train[lab]).argmax(-1) == digits.y_train[lab]).all():
+            break
         loss = F.cross_entropy(model.classify(digits.x_train[lab]), digits.y_train[lab])
         opt.zero_grad()
         loss.backward()
