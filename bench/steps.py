@@ -1,22 +1,25 @@
-"""Milliseconds per training step of each model four ways, interleaved: torch's nn.Softplus, the two-pass form
-models.Softplus had until 2026-12-06, models.Softplus (the same values), and models.Softplus with the step's loss
-torch.compile'd (train --compile; left out with --no-compile).
+"""Milliseconds per training step of each model, interleaved ways: the step as it was until 2026-12-05 (softplus in
+two passes, torch's binary_cross_entropy_with_logits, the ten-class sum copied into class-major rows), torch's
+nn.Softplus in today's step, today's step, and today's step with its loss torch.compile'd (train --compile; left out
+with --no-compile).
 
     OMP_NUM_THREADS=2 python bench/steps.py                 # M1+M2 stage (shipped M1), M2, M1 on MNIST
     python bench/steps.py --models m1m2 --rounds 5 --steps 50
 
 Prints the float32 matmul throughput, then per model the milliseconds per step of each way in every round and the
-speed-up of the fastest rounds over torch's softplus (the rounds alternate, so a busy machine slows all alike).
+speed-up of the fastest rounds over the earlier step (the rounds alternate, so a busy machine slows all alike).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,7 +33,7 @@ from ssvae_core.train import TrainConfig, Trainer, flush_denormals  # noqa: E402
 
 
 class _two_pass(torch.autograd.Function):
-    """softplus as models.Softplus computed it until 2026-12-06: max(t, 0) + log(1 + e^-|t|), gradient sigmoid(t)."""
+    """softplus as models.Softplus computed it until 2026-12-05: max(t, 0) + log(1 + e^-|t|), gradient sigmoid(t)."""
 
     @staticmethod
     def forward(t: torch.Tensor) -> torch.Tensor:
@@ -47,15 +50,41 @@ class _two_pass(torch.autograd.Function):
 
 
 class TwoPassSoftplus(nn.Module):
-    """models.Softplus as it was until 2026-12-06."""
+    """models.Softplus as it was until 2026-12-05."""
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return _two_pass.apply(t)
 
 
-def stepper(kind: str, data, activation: type[nn.Module], compile: bool = False):
+def earlier_log_bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """models.log_bernoulli as it was until 2026-12-05."""
+    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+
+
+def earlier_every_class(self: models.GaussianHead, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """GaussianHead.every_class as it was until 2026-12-05 (the broadcast sum's layout followed W_y's: a copy)."""
+    first, d = self.net[0], x.shape[-1]
+    hx = F.linear(x, first.weight[:, :d], first.bias)
+    h = (hx.unsqueeze(0) + first.weight[:, d:].t().unsqueeze(1)).reshape(-1, hx.shape[-1])
+    mu, logvar = self.net[1:](h).chunk(2, dim=-1)
+    return mu, logvar.clamp(-12.0, 8.0)
+
+
+@contextlib.contextmanager
+def earlier_step(on: bool):
+    """Within it (when `on`), models computes the bound's pieces as it did until 2026-12-05."""
+    saved = models.log_bernoulli, models.GaussianHead.every_class
+    if on:
+        models.log_bernoulli, models.GaussianHead.every_class = earlier_log_bernoulli, earlier_every_class
+    try:
+        yield
+    finally:
+        models.log_bernoulli, models.GaussianHead.every_class = saved
+
+
+def stepper(kind: str, data, activation: type[nn.Module], compile: bool = False, earlier: bool = False):
     """A function running n training steps of `kind` (the recipe's sizes; M1+M2 on the shipped M1) built with
-    `activation` as its softplus (and its loss compiled), returning milliseconds per step."""
+    `activation` as its softplus (and its loss compiled; or the earlier step's pieces), returning ms per step."""
     models.ACTIVATIONS["softplus"] = activation
     cfg = TrainConfig(model=models.ModelConfig(kind=kind, hidden=RECIPE[kind]["hidden"]), dataset=data.name,
                       labels=100, seed=0, epochs=0, device="cpu", compile=compile)
@@ -67,15 +96,16 @@ def stepper(kind: str, data, activation: type[nn.Module], compile: bool = False)
     beta = cfg.alpha * len(data.x_train) / cfg.labels
 
     def run(n: int) -> float:
-        t0 = time.perf_counter()
-        for i in range(n):
-            u = trainer.unl_idx[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            li = trainer.lab_idx[torch.randint(len(trainer.lab_idx), (cfg.labelled_batch,))]
-            loss = trainer.step_terms(kind)(model, kind, li, u, q_z1, beta, trainer._kl(1.0))["loss"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return (time.perf_counter() - t0) / n * 1e3
+        with earlier_step(earlier):
+            t0 = time.perf_counter()
+            for i in range(n):
+                u = trainer.unl_idx[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+                li = trainer.lab_idx[torch.randint(len(trainer.lab_idx), (cfg.labelled_batch,))]
+                loss = trainer.step_terms(kind)(model, kind, li, u, q_z1, beta, trainer._kl(1.0))["loss"]
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            return (time.perf_counter() - t0) / n * 1e3
     return run
 
 
@@ -92,20 +122,22 @@ def main() -> None:
     data = load_dataset("mnist", args.data_dir)
     print(f"float32 matmul: {matmul_gflops(torch.device('cpu')):.1f} GFLOP/s, {torch.get_num_threads()} threads")
     for kind in args.models.split(","):
-        runs = {"torch softplus": stepper(kind, data, nn.Softplus),
-                "two-pass form": stepper(kind, data, TwoPassSoftplus), "ours": stepper(kind, data, models.Softplus)}
+        runs = {"until 2026-12-05": stepper(kind, data, TwoPassSoftplus, earlier=True),
+                "torch softplus": stepper(kind, data, nn.Softplus), "today": stepper(kind, data, models.Softplus)}
         if not args.no_compile:
-            runs["ours compiled"] = stepper(kind, data, models.Softplus, compile=True)
+            runs["today compiled"] = stepper(kind, data, models.Softplus, compile=True)
         ms: dict[str, list[float]] = {name: [] for name in runs}
         for run in runs.values():
             run(3)  # warm-up (and compilation)
         for _ in range(args.rounds):
             for name, run in runs.items():
                 ms[name].append(run(args.steps))
-        print(f"{kind}: ms per step in each round; speed-up of the fastest round over torch's softplus")
+        first = "until 2026-12-05"
+        print(f"{kind}: ms per step in each round, their median; speed-up of the medians over the step {first}")
         for name, vs in ms.items():
-            print(f"  {name:15s}" + "".join(f"{v:7.1f}" for v in vs)
-                  + f"   {min(ms['torch softplus']) / min(vs):.2f}×", flush=True)
+            med = sorted(vs)[len(vs) // 2]
+            print(f"  {name:17s}" + "".join(f"{v:7.1f}" for v in vs) + f"   median {med:6.1f}"
+                  + f"   {sorted(ms[first])[len(vs) // 2] / med:.2f}×", flush=True)
     models.ACTIVATIONS["softplus"] = models.Softplus
 
 

@@ -6,7 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssvae_core.models import M1, M1M2, M2, ModelConfig, Softplus, build_model, kl_normal, log_gaussian
+from ssvae_core.models import (
+    M1,
+    M1M2,
+    M2,
+    ModelConfig,
+    Softplus,
+    build_model,
+    kl_normal,
+    log_bernoulli,
+    log_gaussian,
+)
 
 
 def test_kl_matches_monte_carlo():
@@ -153,6 +163,19 @@ def test_softplus_matches_torch_in_value_and_gradient():
     assert (ours - ref).abs().max() < 2e-6
     assert (ours_grad - t.grad).abs().max() < 1e-6
     assert torch.isfinite(Softplus()(torch.tensor([-1e30, 1e30, float("-inf")]))).all()
+
+
+def test_log_bernoulli_matches_torch_in_value_and_gradient():
+    """log Bern(x | sigmoid(l)) as x * l - softplus(l) is torch's -BCE-with-logits, binary or grey x, large |l| too."""
+    torch.manual_seed(0)
+    x = torch.cat([torch.rand(50, 30).bernoulli(), torch.rand(50, 30)])
+    logits = torch.cat([torch.randn(50, 30) * 3, torch.linspace(-60, 60, 1500).view(50, 30)]).requires_grad_()
+    ours = log_bernoulli(x, logits)
+    (g_ours,) = torch.autograd.grad(ours.sum(), logits)
+    ref = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    (g_ref,) = torch.autograd.grad(ref.sum(), logits)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-6)
 
 
 def test_softplus_under_vmap_matches_a_loop():
