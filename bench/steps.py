@@ -32,21 +32,13 @@ from ssvae_core.recipes import RECIPE, SHIPPED_M1  # noqa: E402
 from ssvae_core.train import TrainConfig, Trainer, flush_denormals  # noqa: E402
 
 
-class _two_pass(torch.autograd.Function):
-    """softplus as models.Softplus computed it until 2026-12-05: max(t, 0) + log(1 + e^-|t|), gradient sigmoid(t)."""
+class _two_pass(models._softplus):
+    """softplus's forward as models.Softplus computed it until 2026-12-05, max(t, 0) + log(1 + e^-|t|); the same
+    gradient, sigmoid(t)."""
 
     @staticmethod
     def forward(t: torch.Tensor) -> torch.Tensor:
         return t.clamp_min(0) + (1 + torch.exp(-t.abs())).log()
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.save_for_backward(inputs[0])
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (t,) = ctx.saved_tensors
-        return grad * torch.sigmoid(t)
 
 
 class TwoPassSoftplus(nn.Module):

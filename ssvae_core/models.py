@@ -24,8 +24,8 @@ class _softplus(torch.autograd.Function):
 
     @staticmethod
     def forward(t: torch.Tensor) -> torch.Tensor:
-        # log(1 + e^t) > t everywhere, and is within 1e-13 of t from t = 30 on, where e^t would overflow soon after;
-        # four passes over t, in place after the first (the CPU's log1p is slow)
+        # log(1 + e^t) > t everywhere, and within 1e-13 of t from t = 30 on (float32's e^t overflows past 88); four
+        # passes over t, in place after the first (the CPU's log1p is slow)
         out = t.clamp(max=30.0).exp_().add_(1.0).log_()
         return out.clamp_min_(t)
 
