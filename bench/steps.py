@@ -7,7 +7,8 @@ with --no-compile).
     python bench/steps.py --models m1m2 --rounds 5 --steps 50
 
 Prints the float32 matmul throughput, then per model the milliseconds per step of each way in every round and the
-speed-up of the fastest rounds over the earlier step (the rounds alternate, so a busy machine slows all alike).
+median of its rounds, and the speed-up of each way's median over the earlier step's (the rounds alternate, so a busy
+machine slows all alike).
 """
 
 from __future__ import annotations
@@ -124,12 +125,12 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, run in runs.items():
                 ms[name].append(run(args.steps))
+        med = {name: sorted(vs)[len(vs) // 2] for name, vs in ms.items()}
         first = "until 2026-12-05"
         print(f"{kind}: ms per step in each round, their median; speed-up of the medians over the step {first}")
         for name, vs in ms.items():
-            med = sorted(vs)[len(vs) // 2]
-            print(f"  {name:17s}" + "".join(f"{v:7.1f}" for v in vs) + f"   median {med:6.1f}"
-                  + f"   {sorted(ms[first])[len(vs) // 2] / med:.2f}×", flush=True)
+            print(f"  {name:17s}" + "".join(f"{v:7.1f}" for v in vs) + f"   median {med[name]:6.1f}"
+                  + f"   {med[first] / med[name]:.2f}×", flush=True)
     models.ACTIVATIONS["softplus"] = models.Softplus
 
 
