@@ -42,6 +42,7 @@ from ssvae_core.train import (
     Stage,
     TrainConfig,
     Trainer,
+    adam,
     flush_denormals,
     kl_weight_at,
     lr_at,
@@ -146,7 +147,7 @@ class BatchedTrainer:
         self._active: torch.Tensor | None = None  # M1+M2: the shared M1's active units, found once
         self.randoms = [self._start(run, m1_state, r) for run, r in zip(self.runs, resumes, strict=True)]
         self.params, _ = stack_module_state([trained_part(run.model) for run in self.runs])
-        self.opt = torch.optim.Adam(list(self.params.values()), lr=self.cfg.lr)
+        self.opt = adam(list(self.params.values()), self.cfg.lr)
         self.averaged = {k: v.detach().clone() for k, v in self.params.items()} if self.cfg.ema > 0 else None
         first = resumes[0]
         self.epoch, self.updates = (0, 0) if first is None else (int(first["epoch"]), int(first["updates"]))
@@ -325,8 +326,8 @@ class BatchedTrainer:
     @torch.no_grad()
     def _average(self, decay: float) -> None:
         """The moving average of every run's weights: avg <- decay * avg + (1 - decay) * weights (train.ema_update)."""
-        for k, a in self.averaged.items():
-            a.lerp_(self.params[k], 1.0 - decay)
+        names = list(self.averaged)
+        torch._foreach_lerp_([self.averaged[k] for k in names], [self.params[k] for k in names], 1.0 - decay)
 
     def _not_finite(self, losses: torch.Tensor, where: str) -> None:
         """Raise the TrainingError for the runs whose loss became NaN or infinite."""

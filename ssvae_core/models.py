@@ -118,10 +118,17 @@ class GaussianHead(nn.Module):
 
     def every_class(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """forward([x, onehot(y)]) for y = 0..k-1, class-major (k*b rows); W_x x is computed once, not k times."""
-        first, d = self.net[0], x.shape[-1]
-        hx = F.linear(x, first.weight[:, :d], first.bias)  # b×H, shared by every class
+        return self.labelled_and_every_class(x[:0], torch.zeros(0, dtype=torch.long, device=x.device), x, k)
+
+    def labelled_and_every_class(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor,
+                                 k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward([x, onehot(y)]) for the labelled rows (x_l, y_l), then for every class y = 0..k-1 of x_u,
+        class-major: len(x_l) + k*len(x_u) rows in one pass; W_x x is computed once per image, not k times."""
+        first, d, n_l = self.net[0], x_l.shape[-1], x_l.shape[0]
+        hx = F.linear(torch.cat([x_l, x_u]), first.weight[:, :d], first.bias)  # W_x x + b, shared by every class
         w_y = first.weight[:, d:].t().contiguous()  # K×H: laid out like hx, so the sum is class-major, no copy
-        h = (hx.unsqueeze(0) + w_y.unsqueeze(1)).view(-1, hx.shape[-1])  # + W_y y
+        every = (hx[n_l:].unsqueeze(0) + w_y.unsqueeze(1)).view(-1, hx.shape[-1])  # + W_y y for every class
+        h = torch.cat([hx[:n_l] + w_y[y_l], every])  # + W_y y_l for the labelled rows
         mu, logvar = self.net[1:](h).chunk(2, dim=-1)
         return mu, logvar.clamp(-12.0, 8.0)
 
@@ -212,11 +219,15 @@ class M2(nn.Module):
     def elbo_unlabelled(self, x: torch.Tensor, kl_weight: float = 1.0,
                         eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """U(x) = sum_y q(y|x) L(x,y) + H(q(y|x)) (paper eq. 7), the exact sum over all K classes in one pass."""
-        terms = self.elbo_every_class(x, kl_weight, eps)
-        log_qy = F.log_softmax(self.classifier(x), -1)
+        return self._sum_over_classes(self.elbo_every_class(x, kl_weight, eps),
+                                      F.log_softmax(self.classifier(x), -1))
+
+    @staticmethod
+    def _sum_over_classes(every: dict[str, torch.Tensor], log_qy: torch.Tensor) -> dict[str, torch.Tensor]:
+        """U(x) and its terms from L(x,y) and its terms for every class (each b×K) and log q(y|x) (paper eq. 7)."""
         qy = log_qy.exp()
         entropy = -(qy * log_qy).sum(-1)
-        out = {n: (qy * t).sum(-1) for n, t in terms.items()}
+        out = {n: (qy * t).sum(-1) for n, t in every.items()}
         out["elbo"] = out["elbo"] + entropy
         out["entropy"] = entropy
         return out
@@ -226,14 +237,19 @@ class M2(nn.Module):
              eps: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """J^alpha per example: -lab_weight * mean L(x,y) - mean U(x) + beta * mean[-log q(y|x)] (paper eq. 9);
         `eps`: the noise of z for the labelled rows and for the K*len(x_u) unlabelled ones, in the order they are
-        drawn when None."""
-        eps_l, eps_u = eps if eps is not None else (None, None)
-        y_onehot = F.one_hot(y_l, self.num_classes).to(x_l.dtype)
-        lab = self.elbo_labelled(x_l, y_onehot, kl_weight, eps_l)
-        unl = self.elbo_unlabelled(x_u, kl_weight, eps_u)
-        ce = F.cross_entropy(self.classifier(x_l), y_l)
+        drawn when None. Each network runs once on the labelled and unlabelled rows together."""
+        k, n_l, n_u = self.num_classes, x_l.shape[0], x_u.shape[0]
+        mu, logvar = self.encoder.labelled_and_every_class(x_l, y_l, x_u, k)  # q(z|x,y): labelled, then every y
+        if eps is None:
+            eps = (torch.randn_like(mu[:n_l]), torch.randn_like(mu[n_l:]))
+        y_every = torch.arange(k, device=x_u.device).repeat_interleave(n_u)  # class-major, as the encoder's rows
+        y = F.one_hot(torch.cat([y_l, y_every]), k).to(x_l.dtype)
+        bound = self._bound(torch.cat([x_l, x_u.repeat(k, 1)]), y, mu, logvar, kl_weight, torch.cat(eps))
+        lab = {n: t[:n_l] for n, t in bound.items()}  # L(x_l, y_l)
+        log_q = F.log_softmax(self.classifier(torch.cat([x_l, x_u])), -1)  # log q(y|x), labelled rows first
+        unl = self._sum_over_classes({n: t[n_l:].view(k, n_u).t() for n, t in bound.items()}, log_q[n_l:])  # U(x_u)
+        ce = F.nll_loss(log_q[:n_l], y_l)
         loss = -lab_weight * lab["elbo"].mean() - unl["elbo"].mean() + beta * ce
-        n_l, n_u = len(x_l), len(x_u)
         mix = lambda a, b: (a.sum() + b.sum()) / (n_l + n_u)  # noqa: E731 - mean over all images
         return {"loss": loss, "elbo_labelled": lab["elbo"].mean(), "elbo_unlabelled": unl["elbo"].mean(),
                 "log_px": mix(lab["log_px"], unl["log_px"]), "kl_z": mix(lab["kl_z"], unl["kl_z"]),
