@@ -118,17 +118,17 @@ class GaussianHead(nn.Module):
 
     def every_class(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """forward([x, onehot(y)]) for y = 0..k-1, class-major (k*b rows); W_x x is computed once, not k times."""
-        return self.labelled_and_every_class(x[:0], torch.zeros(0, dtype=torch.long, device=x.device), x, k)
+        return self.labelled_and_every_class(x[:0], x.new_zeros(0, k), x, k)
 
     def labelled_and_every_class(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor,
                                  k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """forward([x, onehot(y)]) for the labelled rows (x_l, y_l), then for every class y = 0..k-1 of x_u,
+        """forward([x, y]) for the labelled rows (x_l, y_l one-hot), then for every class y = 0..k-1 of x_u,
         class-major: len(x_l) + k*len(x_u) rows in one pass; W_x x is computed once per image, not k times."""
         first, d, n_l = self.net[0], x_l.shape[-1], x_l.shape[0]
         hx = F.linear(torch.cat([x_l, x_u]), first.weight[:, :d], first.bias)  # W_x x + b, shared by every class
         w_y = first.weight[:, d:].t().contiguous()  # K×H: laid out like hx, so the sum is class-major, no copy
         every = (hx[n_l:].unsqueeze(0) + w_y.unsqueeze(1)).view(-1, hx.shape[-1])  # + W_y y for every class
-        h = torch.cat([hx[:n_l] + w_y[y_l], every])  # + W_y y_l for the labelled rows
+        h = torch.cat([hx[:n_l] + y_l @ w_y, every])  # + W_y y_l (a product: cheaper to differentiate than w_y[i])
         mu, logvar = self.net[1:](h).chunk(2, dim=-1)
         return mu, logvar.clamp(-12.0, 8.0)
 
@@ -239,11 +239,10 @@ class M2(nn.Module):
         `eps`: the noise of z for the labelled rows and for the K*len(x_u) unlabelled ones, in the order they are
         drawn when None. Each network runs once on the labelled and unlabelled rows together."""
         k, n_l, n_u = self.num_classes, x_l.shape[0], x_u.shape[0]
-        mu, logvar = self.encoder.labelled_and_every_class(x_l, y_l, x_u, k)  # q(z|x,y): labelled, then every y
+        y = F.one_hot(torch.cat([y_l, torch.arange(k, device=x_u.device).repeat_interleave(n_u)]), k).to(x_l.dtype)
+        mu, logvar = self.encoder.labelled_and_every_class(x_l, y[:n_l], x_u, k)  # q(z|x,y): labelled, every y
         if eps is None:
             eps = (torch.randn_like(mu[:n_l]), torch.randn_like(mu[n_l:]))
-        y_every = torch.arange(k, device=x_u.device).repeat_interleave(n_u)  # class-major, as the encoder's rows
-        y = F.one_hot(torch.cat([y_l, y_every]), k).to(x_l.dtype)
         bound = self._bound(torch.cat([x_l, x_u.repeat(k, 1)]), y, mu, logvar, kl_weight, torch.cat(eps))
         lab = {n: t[:n_l] for n, t in bound.items()}  # L(x_l, y_l)
         log_q = F.log_softmax(self.classifier(torch.cat([x_l, x_u])), -1)  # log q(y|x), labelled rows first
