@@ -1,15 +1,17 @@
-"""Milliseconds per training step of each model (Trainer.run_epoch: the loss, Adam, the moving average), in
-interleaved ways: the step as it was until 2026-12-05 (softplus in two passes, torch's binary_cross_entropy_with_logits,
-the ten-class sum copied into class-major rows, and what 2026-12-06 changed), as it was until 2026-12-06 (M2's networks
-run on labelled and unlabelled rows apart, torch's default Adam, the moving average one tensor at a time), today's
-step, and today's step with its loss torch.compile'd (train --compile; left out with --no-compile).
+"""Milliseconds per training step of each model (Trainer.run_epoch: the loss, Adam, the moving average where the
+recipe keeps one), in interleaved ways: the step as it was until 2026-12-05 (softplus in two passes, torch's
+binary_cross_entropy_with_logits, the ten-class sum copied into class-major rows, and what 2026-12-06 changed), as it
+was until 2026-12-06 (M2's networks run on labelled and unlabelled rows apart, torch's default Adam, the moving average
+one tensor at a time), today's step, and today's step with its loss torch.compile'd (train --compile; left out with
+--no-compile).
 
     OMP_NUM_THREADS=2 python bench/steps.py                 # M1+M2 stage (shipped M1), M2, M1 on MNIST
     python bench/steps.py --models m1m2 --rounds 5 --steps 50
 
 Prints the float32 matmul throughput, then per model the milliseconds per step of each way in every round and the
 median of its rounds, and the speed-up of each way's median over the earliest step's (the rounds alternate, so a busy
-machine slows all alike). The steps keep a moving average of the weights, as M1+M2's stage from clusters does.
+machine slows all alike). M1+M2's stage steps as from the clusters (recipes.FROM_CLUSTERS: alpha 0.03, a moving
+average of the weights); M2 and M1 as their recipes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from ssvae_core import models, train  # noqa: E402
 from ssvae_core.bench import matmul_gflops  # noqa: E402
 from ssvae_core.checkpoints import start_m1  # noqa: E402
 from ssvae_core.data import load_dataset  # noqa: E402
-from ssvae_core.recipes import RECIPE, SHIPPED_M1  # noqa: E402
+from ssvae_core.recipes import SHIPPED_M1, recipe  # noqa: E402
 from ssvae_core.train import TrainConfig, Trainer, flush_denormals  # noqa: E402
 
 
@@ -115,12 +117,12 @@ def earlier_step(until: str | None):
 
 
 def stepper(kind: str, data, compile: bool = False, until: str | None = None):
-    """A function running n training steps of `kind` (the recipe's sizes; M1+M2 on the shipped M1; a moving
-    average of the weights) as they were until the day `until` (its loss compiled with `compile`), returning ms per
-    step."""
+    """A function running n training steps of `kind` (its recipe's settings; M1+M2's as from the clusters, on the
+    shipped M1) as they were until the day `until` (its loss compiled with `compile`), returning ms per step."""
     models.ACTIVATIONS["softplus"] = TwoPassSoftplus if until == "2026-12-05" else models.Softplus
-    cfg = TrainConfig(model=models.ModelConfig(kind=kind, hidden=RECIPE[kind]["hidden"]), dataset=data.name,
-                      labels=100, seed=0, epochs=0, device="cpu", compile=compile, ema=0.999)
+    r = recipe(kind, 100, "clusters")
+    cfg = TrainConfig(model=models.ModelConfig(kind=kind, hidden=r["hidden"]), dataset=data.name, labels=100, seed=0,
+                      epochs=0, device="cpu", compile=compile, ema=r["ema"], alpha=r["alpha"])
     trainer = Trainer(cfg, data, m1_state=start_m1(cfg, SHIPPED_M1)[0])
     list(trainer.epochs())  # no epochs: builds the model (M1+M2: on the shipped M1, its active units), trains nothing
     with earlier_step(until):
