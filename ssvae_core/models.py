@@ -118,14 +118,14 @@ class GaussianHead(nn.Module):
 
     def every_class(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """forward([x, onehot(y)]) for y = 0..k-1, class-major (k*b rows); W_x x is computed once, not k times."""
-        return self.labelled_and_every_class(x[:0], x.new_zeros(0, k), x, k)
+        return self.labelled_and_every_class(x, x.new_zeros(0, k), k)
 
-    def labelled_and_every_class(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor,
-                                 k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """forward([x, y]) for the labelled rows (x_l, y_l one-hot), then for every class y = 0..k-1 of x_u,
-        class-major: len(x_l) + k*len(x_u) rows in one pass; W_x x is computed once per image, not k times."""
-        first, d, n_l = self.net[0], x_l.shape[-1], x_l.shape[0]
-        hx = F.linear(torch.cat([x_l, x_u]), first.weight[:, :d], first.bias)  # W_x x + b, shared by every class
+    def labelled_and_every_class(self, x: torch.Tensor, y_l: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward([x, y]) for the first len(y_l) rows of x with their one-hot y_l, then for every class y = 0..k-1
+        of the other rows, class-major: len(y_l) + k*(len(x) - len(y_l)) rows in one pass; W_x x is computed once
+        per image, not k times."""
+        first, d, n_l = self.net[0], x.shape[-1], y_l.shape[0]
+        hx = F.linear(x, first.weight[:, :d], first.bias)  # W_x x + b, shared by every class
         w_y = first.weight[:, d:].t().contiguous()  # K×H: laid out like hx, so the sum is class-major, no copy
         every = (hx[n_l:].unsqueeze(0) + w_y.unsqueeze(1)).view(-1, hx.shape[-1])  # + W_y y for every class
         h = torch.cat([hx[:n_l] + y_l @ w_y, every])  # + W_y y_l (a product: cheaper to differentiate than w_y[i])
@@ -240,12 +240,13 @@ class M2(nn.Module):
         drawn when None. Each network runs once on the labelled and unlabelled rows together."""
         k, n_l, n_u = self.num_classes, x_l.shape[0], x_u.shape[0]
         y = F.one_hot(torch.cat([y_l, torch.arange(k, device=x_u.device).repeat_interleave(n_u)]), k).to(x_l.dtype)
-        mu, logvar = self.encoder.labelled_and_every_class(x_l, y[:n_l], x_u, k)  # q(z|x,y): labelled, every y
+        x = torch.cat([x_l, x_u])  # every network sees the labelled rows first
+        mu, logvar = self.encoder.labelled_and_every_class(x, y[:n_l], k)  # q(z|x,y): labelled, then every y
         if eps is None:
             eps = (torch.randn_like(mu[:n_l]), torch.randn_like(mu[n_l:]))
         bound = self._bound(torch.cat([x_l, x_u.repeat(k, 1)]), y, mu, logvar, kl_weight, torch.cat(eps))
         lab = {n: t[:n_l] for n, t in bound.items()}  # L(x_l, y_l)
-        log_q = F.log_softmax(self.classifier(torch.cat([x_l, x_u])), -1)  # log q(y|x), labelled rows first
+        log_q = F.log_softmax(self.classifier(x), -1)  # log q(y|x)
         unl = self._sum_over_classes({n: t[n_l:].view(k, n_u).t() for n, t in bound.items()}, log_q[n_l:])  # U(x_u)
         ce = F.nll_loss(log_q[:n_l], y_l)
         loss = -lab_weight * lab["elbo"].mean() - unl["elbo"].mean() + beta * ce
