@@ -62,7 +62,7 @@ def _recipe_fields(model: str, labels) -> dict:
     # M1+M2's M1 fields only count when it trains its own M1: the recipe from scratch's
     r = recipe_settings(model, labels if isinstance(labels, int) and labels > 0 else None, "scratch")
     r["hidden"] = ",".join(map(str, r["hidden"]))  # the text field's form
-    del r["ema"], r["alpha"]  # no fields: the clusters box brings its recipe's average of weights and alpha
+    del r["ema"], r["alpha"], r["shift"]  # no fields: the recipe brings them (M2, M1+M2 from clusters)
     return {f"tr_{name}": value for name, value in r.items()}
 
 
@@ -251,7 +251,8 @@ def settings() -> TrainConfig | None:
                 "m1_kl_warmup": float(m1_kl)})
     return TrainConfig(model=model, dataset=dataset, labels=int(labels), seed=int(seed), epochs=int(epochs),
                        lr=float(lr), lr_final=float(lr_final), kl_warmup=float(kl), batch_size=int(batch),
-                       classifier=classifier, device=device, ema=r["ema"], alpha=r["alpha"], **m1)
+                       classifier=classifier, device=device, ema=r["ema"], alpha=r["alpha"], shift=r["shift"],
+                       **m1)
 
 
 def start(cfg: TrainConfig) -> None:

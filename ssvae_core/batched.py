@@ -7,9 +7,10 @@ one launch does the work of R. Adam is elementwise, so Adam on the stacked tenso
 
 Each run still draws its own random numbers from its own generator state (seeded seed + 10,000 * init, as a
 Trainer seeds it), in a one-by-one Trainer's order: initial weights, each epoch's batch order, each step's labelled
-rows, binarisation of the unlabelled then the labelled images (M1+M2: the z1 noise instead), then the z noise the
-loss uses, which is passed into the loss (models.reparameterise's `eps`). So run r follows its one-by-one run up to
-float rounding of batched matmuls (tests/test_batched.py). These draws stay a few small per-run operations a step.
+rows, binarisation of the unlabelled then the labelled images and M2's shift of these (M1+M2: the z1 noise instead),
+then the z noise the loss uses, which is passed into the loss (models.reparameterise's `eps`). So run r follows its
+one-by-one run up to float rounding of batched matmuls (tests/test_batched.py). These draws stay a few small per-run
+operations a step.
 
 Batched: M2, and M1+M2's own stage on a given M1 shared by every run (frozen; q(z1|x) is computed once for all).
 M1, the supervised baseline and an M1+M2 that trains its own M1 go one by one (`can_batch`).
@@ -35,7 +36,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from ssvae_core.data import Dataset
+from ssvae_core.data import Dataset, shifted
 from ssvae_core.errors import TrainingError
 from ssvae_core.models import M1, M1M2, build_model
 from ssvae_core.train import (
@@ -300,7 +301,8 @@ class BatchedTrainer:
 
     def _draw(self, r: int, u: torch.Tensor, q_z1: torch.Tensor | None) -> tuple:
         """Run r's inputs to one step on unlabelled rows `u`, drawn from its own random state in its one-by-one
-        order: labelled rows, binarised pixels (M1+M2: rows of q(z1|x), z1 noise), then the z noise of the loss."""
+        order: labelled rows, binarised pixels, M2's shifted labelled images (M1+M2: rows of q(z1|x), z1 noise), then
+        the z noise of the loss."""
         run, cfg, d = self.runs[r], self.cfg, self.data
         with self.randoms[r].drawing():
             li = run.lab_idx[torch.randint(len(run.lab_idx), (cfg.labelled_batch,), device=self.device)]
@@ -315,6 +317,8 @@ class BatchedTrainer:
                 x_u, x_l = d.x_train[u], d.x_train[li]
                 if run.binarizes(self.kind):
                     x_u, x_l = torch.bernoulli(x_u), torch.bernoulli(x_l)
+                if run.shifts(self.kind):
+                    x_l = shifted(x_l, d.image_shape, cfg.shift)
             z_dim, k = cfg.model.z_dim, d.num_classes
             noise += [self._normal(len(li), z_dim), self._normal(k * len(u), z_dim)]  # L(x,y), then U(x) class-major
         return x_l, y_l, x_u, tuple(noise)

@@ -105,8 +105,8 @@ def to_target(kind: str, data, labels: int, seed: int, device: str, m1_run: str 
     r = recipe_settings(kind, labels, stage_start(m1_run))
     model = ModelConfig(kind=kind, hidden=r["hidden"])
     cfg = TrainConfig(model=model, dataset=data.name, labels=labels, seed=seed, device=device, compile=compile,
-                      **{k: r[k] for k in ("epochs", "lr", "lr_final", "kl_warmup", "ema", "alpha", "m1_epochs",
-                                          "m1_lr", "m1_lr_final", "m1_kl_warmup")})
+                      **{k: r[k] for k in ("epochs", "lr", "lr_final", "kl_warmup", "ema", "alpha", "shift",
+                                          "m1_epochs", "m1_lr", "m1_lr_final", "m1_kl_warmup")})
     trainer = Trainer(cfg, data, m1_state=start_m1(cfg, m1_run)[0])
     target, hit = TARGETS[kind], None
     for rec in trainer.epochs():

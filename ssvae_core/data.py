@@ -159,3 +159,15 @@ def label_split(y: torch.Tensor, n_labels: int, num_classes: int, seed: int) -> 
     labelled = np.sort(np.concatenate(chosen))
     unlabelled = np.setdiff1d(np.arange(len(y_np)), labelled)
     return torch.from_numpy(labelled), torch.from_numpy(unlabelled)
+
+
+def shifted(x: torch.Tensor, image_shape: tuple[int, int, int], most: int) -> torch.Tensor:
+    """Each image of `x` (rows of C·H·W pixels) moved by its own random whole-pixel offset, down and across each in
+    [-most, most], zeros coming in at the edges (the M2 recipe's augmentation of its labelled images)."""
+    n, (c, h, w) = len(x), image_shape
+    padded = torch.nn.functional.pad(x.view(n, c, h, w), (most, most, most, most))
+    dy, dx = torch.randint(0, 2 * most + 1, (2, n, 1), device=x.device)
+    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # n × 1 × h × 1 rows of the padded image
+    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]
+    every = torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[every[0], every[1], rows, cols].reshape(n, c * h * w)

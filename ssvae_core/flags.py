@@ -57,6 +57,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema", type=float, default=d.ema,
                    help=">0: evaluate and keep a moving average of the weights with this decay per step, e.g. 0.999 "
                         f"(default 0; the recipe for M1+M2 from clusters or from scratch: {FROM_CLUSTERS['ema']})")
+    p.add_argument("--shift", type=at_least(0), default=d.shift,
+                   help="M2: move each labelled image by up to this many pixels each way, at random, every step "
+                        "(augmentation, not in the paper; 0: none)")
     p.add_argument("--z1-mean", action="store_true",
                    help="M1+M2: train the M2 stage on the z1 means E[z1|x] instead of samples of q(z1|x) (the paper)")
     p.add_argument("--alpha", type=float, default=d.alpha, help="J^alpha: alpha = ALPHA * N (paper and default: 0.1; "
@@ -93,7 +96,7 @@ def config_from_args(a: argparse.Namespace, kind: str, labels: int, seed: int, d
     return TrainConfig(model=model, dataset=dataset, labels=labels, seed=seed, epochs=a.epochs,
                        m1_epochs=a.m1_epochs, batch_size=a.batch_size, labelled_batch=a.labelled_batch, lr=a.lr,
                        lr_final=a.lr_final, kl_warmup=a.kl_warmup, labelled_elbo=a.labelled_elbo,
-                       alpha=a.alpha, ema=a.ema, z1_sample=not a.z1_mean, binarize=not a.no_binarize,
+                       alpha=a.alpha, ema=a.ema, shift=a.shift, z1_sample=not a.z1_mean, binarize=not a.no_binarize,
                        m1_lr=getattr(a, "m1_lr", None),
                        m1_lr_final=getattr(a, "m1_lr_final", None), m1_kl_warmup=getattr(a, "m1_kl_warmup", None),
                        active_threshold=a.active_threshold, classifier=a.classifier, device=a.device, init=init,
@@ -101,15 +104,15 @@ def config_from_args(a: argparse.Namespace, kind: str, labels: int, seed: int, d
 
 
 # the settings a recipe fixes; parsers that take a recipe default them to None
-RECIPE_FLAGS = ("epochs", "lr", "lr_final", "kl_warmup", "hidden", "ema", "alpha", "m1_epochs", "m1_lr", "m1_lr_final",
-                "m1_kl_warmup", "classifier")
+RECIPE_FLAGS = ("epochs", "lr", "lr_final", "kl_warmup", "hidden", "ema", "alpha", "shift", "m1_epochs", "m1_lr",
+                "m1_lr_final", "m1_kl_warmup", "classifier")
 
 
 def fill(a: argparse.Namespace, values: dict | None) -> argparse.Namespace:
     """Give every recipe flag left at None its value from `values` (a recipe), else the TrainConfig default."""
     d, m = _defaults()
     plain = {"epochs": d.epochs, "lr": d.lr, "lr_final": d.lr_final, "kl_warmup": d.kl_warmup, "hidden": m.hidden,
-             "ema": d.ema, "alpha": d.alpha,
+             "ema": d.ema, "alpha": d.alpha, "shift": d.shift,
              "m1_epochs": d.m1_epochs, "m1_lr": d.m1_lr, "m1_lr_final": d.m1_lr_final, "m1_kl_warmup": d.m1_kl_warmup,
              "classifier": d.classifier}
     for k in RECIPE_FLAGS:

@@ -44,7 +44,7 @@ def recipe(model: str, labels: int | None = None, start: str = "m1") -> dict:
     if start not in STARTS:
         raise ValueError(f"Unknown start {start!r}; choose one of {', '.join(STARTS)}.")
     extra = {"clusters": FROM_CLUSTERS, "scratch": FROM_SCRATCH}.get(start, {}) if model == "m1m2" else {}
-    r = {"ema": 0.0, "alpha": ALPHA, **RECIPE[model], **extra}
+    r = {"ema": 0.0, "alpha": ALPHA, "shift": 0, **RECIPE[model], **extra}
     if labels is not None and model in LONGER_STAGE and labels >= LONGER_STAGE[model][0]:
         r["epochs"] = LONGER_STAGE[model][1]
     return r
@@ -52,12 +52,12 @@ def recipe(model: str, labels: int | None = None, start: str = "m1") -> dict:
 
 def recipe_settings(model: str, labels: int | None = None, start: str = "m1") -> dict:
     """Every setting the recipe fixes for `model` at `labels` (M1+M2: from its `start`): epochs, lr, lr_final,
-    kl_warmup, hidden, ema, alpha, for M1+M2's M1 stage m1_epochs, m1_lr, m1_lr_final, m1_kl_warmup, and for M1 its
-    classifier (what `train --recipe` and the Train page use; `reproduce` all but the classifier, so its shared M1
-    for M1+M2 keeps kNN)."""
+    kl_warmup, hidden, ema, alpha, shift, for M1+M2's M1 stage m1_epochs, m1_lr, m1_lr_final, m1_kl_warmup, and for
+    M1 its classifier (what `train --recipe` and the Train page use; `reproduce` all but the classifier, so its
+    shared M1 for M1+M2 keeps kNN)."""
     r, m1 = recipe(model, labels, start), RECIPE["m1"]
     return {"epochs": r["epochs"], "lr": r["lr"], "lr_final": r["lr_final"], "kl_warmup": r["kl_warmup"],
-            "ema": r["ema"], "alpha": r["alpha"], "hidden": list(r["hidden"]),
+            "ema": r["ema"], "alpha": r["alpha"], "shift": r["shift"], "hidden": list(r["hidden"]),
             "m1_epochs": r.get("m1_epochs", M1_EPOCHS), "m1_lr": m1["lr"], "m1_lr_final": m1["lr_final"],
             "m1_kl_warmup": r.get("m1_kl_warmup", m1["kl_warmup"]),
             **({"classifier": r["classifier"]} if "classifier" in r else {})}

@@ -288,4 +288,4 @@ def add_parser(sub) -> None:
     add_train_args(p)
     # None: the model's RECIPE fills it
     p.set_defaults(func=cmd_reproduce, epochs=None, lr=None, lr_final=None, hidden=None, kl_warmup=None, ema=None,
-                   alpha=None, m1_epochs=M1_EPOCHS)
+                   alpha=None, shift=None, m1_epochs=M1_EPOCHS)

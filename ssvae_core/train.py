@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ssvae_core.classifiers import fit_latent_classifier
-from ssvae_core.data import Dataset, label_split
+from ssvae_core.data import Dataset, label_split, shifted
 from ssvae_core.errors import TrainingError
 from ssvae_core.models import M1, M1M2, ModelConfig, build_model
 from ssvae_core.recipes import ALPHA
@@ -41,6 +41,7 @@ class TrainConfig:
     m1_kl_warmup: float | None = None  # M1+M2: KL warm-up epochs of its M1 stage (None: kl_warmup)
     labelled_elbo: str = "dataset"  # "batch": mean L(x,y) weighs like mean U(x); "dataset": times N_l/N_u, as in J
     ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights, this decay per step
+    shift: int = 0  # M2: each step moves every labelled image by up to this many pixels each way, at random
     z1_sample: bool = True  # M1+M2: train M2 on z1 ~ q(z1|x) (the paper); False: on the means E[z1|x] (as at test)
     alpha: float = ALPHA  # J^alpha with alpha = 0.1 * N: beta = alpha * N_total / N_labelled per labelled example
     binarize: bool = True  # dynamic binarisation for Bernoulli pixel models
@@ -501,6 +502,10 @@ class Trainer:
         """Dynamic binarisation of the pixels: Bernoulli pixel models only, never the supervised baseline."""
         return self.cfg.binarize and self.cfg.model.likelihood == "bernoulli" and stage != "supervised"
 
+    def shifts(self, stage: str) -> bool:
+        """Whether a step moves its labelled images (cfg.shift): M2's, on pixels; never M1's or the baseline's."""
+        return self.cfg.shift > 0 and stage == "m2"
+
     def step_terms(self, stage: str) -> Callable[..., dict[str, torch.Tensor]]:
         """batch_terms, or with cfg.compile its torch.compile'd form for `stage` (compiled on first use; on CUDA in
         "reduce-overhead" mode, so a step is replayed as CUDA graphs without waiting on the host)."""
@@ -532,6 +537,8 @@ class Trainer:
             x_l, y_l = x_l[:0], y_l[:0]
         if self.binarizes(stage):
             x_u, x_l = torch.bernoulli(x_u), torch.bernoulli(x_l)
+        if self.shifts(stage):
+            x_l = shifted(x_l, data.image_shape, self.cfg.shift)
         return model.loss(x_l, y_l, x_u, beta, kl_weight, lab_weight)
 
     def _evaluate(self, model: nn.Module, stage: str) -> dict:

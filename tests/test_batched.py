@@ -82,7 +82,7 @@ def assert_same_runs(single: Trainer, batched: Trainer, n_val: int) -> float:
     return diff
 
 
-@pytest.mark.parametrize("kw", [{}, {"ema": 0.9, "kl_warmup": 1.0}])
+@pytest.mark.parametrize("kw", [{}, {"ema": 0.9, "kl_warmup": 1.0, "shift": 1}])
 def test_batched_m2_gives_the_one_by_one_numbers(digits, kw):
     torch.set_num_threads(1)
     cfgs = three("m2", **kw)

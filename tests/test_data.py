@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssvae_core.data import MNIST_FILES, label_split, load_dataset, load_mnist
+from ssvae_core.data import MNIST_FILES, label_split, load_dataset, load_mnist, shifted
 from ssvae_core.errors import DataError
 
 
@@ -96,3 +96,33 @@ def test_bad_label_budget_is_refused_clearly(digits, n):
 def test_unknown_dataset():
     with pytest.raises(DataError, match="Unknown dataset"):
         load_dataset("cifar")
+
+
+def _moved(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """img (C×H×W) moved dy down and dx across, zeros coming in: the reference the vectorised `shifted` must match."""
+    out = torch.zeros_like(img)
+    h, w = img.shape[1:]
+    out[:, max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)] = img[:, max(0, -dy):h - max(0, dy),
+                                                                      max(0, -dx):w - max(0, dx)]
+    return out
+
+
+@pytest.mark.parametrize("shape,most", [((1, 8, 8), 2), ((3, 5, 7), 1)])
+def test_shifted_moves_each_image_by_its_own_offset_within_the_bound(shape, most):
+    torch.manual_seed(0)
+    n = 400
+    x = torch.rand(n, int(np.prod(shape))) + 0.1  # no zero pixel: an offset is read off unambiguously
+    out = shifted(x, shape, most)
+    assert out.shape == x.shape
+    offsets = range(-most, most + 1)
+    seen = set()
+    for img, got in zip(x.view(n, *shape), out.view(n, *shape), strict=True):
+        match = [(dy, dx) for dy in offsets for dx in offsets if torch.equal(_moved(img, dy, dx), got)]
+        assert len(match) == 1, "each image is its input moved by exactly one offset within the bound"
+        seen.add(match[0])
+    assert len(seen) == (2 * most + 1) ** 2  # every offset is drawn (400 images, at most 25 offsets)
+
+
+def test_shifted_by_zero_pixels_is_the_input():
+    x = torch.rand(10, 64)
+    assert torch.equal(shifted(x, (1, 8, 8), 0), x)

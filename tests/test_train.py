@@ -68,6 +68,30 @@ def test_labelled_bound_weight_follows_the_objective(digits, monkeypatch, mode):
     assert all(b == pytest.approx(0.1 * len(digits.x_train) / 50) for b, _ in seen)
 
 
+@pytest.mark.parametrize("kind", ["m2", "supervised", "m1"])
+def test_shift_moves_the_labelled_images_of_m2_only(digits, monkeypatch, kind):
+    """cfg.shift: M2's step sees its labelled images moved (and its unlabelled ones as they are); M1 and the
+    supervised baseline never move theirs."""
+    import ssvae_core.train as train
+
+    moved = []
+    real = train.shifted
+
+    def spy(x, image_shape, most):
+        moved.append((x.shape, tuple(image_shape), most))
+        return real(x, image_shape, most)
+
+    monkeypatch.setattr(train, "shifted", spy)
+    cfg = small_cfg(kind, epochs=1, shift=1, labelled_batch=20)
+    trainer = Trainer(cfg, digits)
+    list(trainer.epochs())
+    if kind != "m2":
+        assert moved == []
+        return
+    steps = math.ceil(len(trainer.unl_idx) / cfg.batch_size)
+    assert moved == [((20, digits.x_dim), tuple(digits.image_shape), 1)] * steps
+
+
 def test_kl_warmup_lets_the_posterior_move_away_from_the_prior(digits):
     """With the KL weight near 0 (a very long warm-up) q(z|x) is free to move, so its KL grows."""
     plain = list(Trainer(small_cfg("m1", epochs=3), digits).epochs())
