@@ -16,6 +16,8 @@ from ssvae_core.recipes import (
     FROM_CLUSTERS,
     FROM_SCRATCH,
     MODEL_NAMES,
+    RECIPE,
+    SHIFTED,
     SHIPPED_CLUSTERS,
     SHIPPED_M1,
     recipe_settings,
@@ -146,6 +148,10 @@ def settings() -> TrainConfig | None:
                    "the results table for this model and N (the same as `python -m ssvae_core train --recipe`; "
                    "M1+M2's M1 stage, which trains only for a fresh M1: the recipe from scratch's). The form starts "
                    "with it and follows the model and N until you change a setting.")
+    if kind == "m2":
+        st.caption(f"The M2 recipe keeps a moving average of its weights (decay {RECIPE['m2']['ema']} a step)"
+                   + (f" and moves each labelled image by up to {RECIPE['m2']['shift']} pixels at random every step, "
+                      "an augmentation the paper does not use" if dataset in SHIFTED else "") + ".")
     if kind == "m1m2" and _ui.shipped_m1(dataset):
         st.checkbox("Train a fresh M1 first", key="tr_fresh_m1", persist_state=KEEP,
                     help="Off: the M2 stage starts from the shipped M1 (the recipe's, trained on the unlabelled "
@@ -245,7 +251,7 @@ def settings() -> TrainConfig | None:
         return None
     model = ModelConfig(kind=kind, hidden=validate.parse_hidden(hidden_text), z_dim=int(z_dim))
     # M1+M2's start: shipped clusters, the shipped M1, or its own M1 (for other models the plain recipe either way)
-    r = recipe_settings(kind, int(labels), "clusters" if clusters else "m1" if from_shipped else "scratch")
+    r = recipe_settings(kind, int(labels), "clusters" if clusters else "m1" if from_shipped else "scratch", dataset)
     m1 = ({k: r[k] for k in ("m1_epochs", "m1_lr", "m1_lr_final", "m1_kl_warmup")} if from_shipped  # fields off
           else {"m1_epochs": int(m1_epochs), "m1_lr": float(m1_lr), "m1_lr_final": float(m1_lr_final),
                 "m1_kl_warmup": float(m1_kl)})

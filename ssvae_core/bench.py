@@ -102,7 +102,7 @@ def to_target(kind: str, data, labels: int, seed: int, device: str, m1_run: str 
               out=print, compile: bool = False) -> dict:
     """Train `kind` with its recipe on label draw `seed`, printing each epoch's wall seconds and errors; returns the
     first epoch and wall seconds at which validation error reached TARGETS[kind], and the best errors."""
-    r = recipe_settings(kind, labels, stage_start(m1_run))
+    r = recipe_settings(kind, labels, stage_start(m1_run), data.name)
     model = ModelConfig(kind=kind, hidden=r["hidden"])
     cfg = TrainConfig(model=model, dataset=data.name, labels=labels, seed=seed, device=device, compile=compile,
                       **{k: r[k] for k in ("epochs", "lr", "lr_final", "kl_warmup", "ema", "alpha", "shift",

@@ -50,7 +50,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         if a.label_free and a.model != "m1m2":
             print(f"--label-free trains M1+M2's stage without labels; it does not apply to --model {a.model}.")
             return 2
-        fill(a, recipe_settings(a.model, a.labels, stage_start(default_m1(a))) if a.recipe else None)
+        fill(a, recipe_settings(a.model, a.labels, stage_start(default_m1(a)), a.dataset) if a.recipe else None)
         cfg = config_from_args(a, a.model, a.labels, a.seed, a.dataset, a.init)
         data = load_dataset(a.dataset, a.data_dir, download=not a.no_download)
         out = Path(a.out or f"checkpoints/{a.model}-{a.dataset}-n{a.labels}-s{a.seed}"

@@ -6,7 +6,7 @@ import argparse
 
 from ssvae_core.classifiers import CLASSIFIERS
 from ssvae_core.models import ACTIVATIONS, ModelConfig
-from ssvae_core.recipes import FROM_CLUSTERS
+from ssvae_core.recipes import FROM_CLUSTERS, RECIPE
 from ssvae_core.train import TrainConfig
 
 
@@ -59,7 +59,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         f"(default 0; the recipe for M1+M2 from clusters or from scratch: {FROM_CLUSTERS['ema']})")
     p.add_argument("--shift", type=at_least(0), default=d.shift,
                    help="M2: move each labelled image by up to this many pixels each way, at random, every step "
-                        "(augmentation, not in the paper; 0: none)")
+                        f"(augmentation, not in the paper; default 0, the M2 recipe on MNIST: {RECIPE['m2']['shift']})")
     p.add_argument("--z1-mean", action="store_true",
                    help="M1+M2: train the M2 stage on the z1 means E[z1|x] instead of samples of q(z1|x) (the paper)")
     p.add_argument("--alpha", type=float, default=d.alpha, help="J^alpha: alpha = ALPHA * N (paper and default: 0.1; "

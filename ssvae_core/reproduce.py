@@ -100,7 +100,7 @@ def table(rows: list[dict]) -> str:
 def _with_recipe(a: argparse.Namespace, model: str, labels: int | None = None,
                  start: str = "m1") -> argparse.Namespace:
     """The flags, with the model's recipe (at `labels`; M1+M2 from its `start`) filling those not given."""
-    filled = {k: v for k, v in recipe(model, labels, start).items() if getattr(a, k, None) is None}
+    filled = {k: v for k, v in recipe(model, labels, start, a.dataset).items() if getattr(a, k, None) is None}
     return argparse.Namespace(**{**vars(a), **filled})
 
 

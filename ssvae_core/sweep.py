@@ -138,7 +138,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     except argparse.ArgumentTypeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    fill(a, recipe_settings(a.model, a.labels))
+    fill(a, recipe_settings(a.model, a.labels, dataset=a.dataset))
     base = config_from_args(a, a.model, a.labels, a.seed, a.dataset)
     data = load_dataset(a.dataset, a.data_dir, download=not a.no_download)
     m1_state = None

@@ -174,6 +174,7 @@ def test_train_starts_and_stops(monkeypatch, tmp_path):
     assert_clean(at, "train")
     job = jobs.get_job(at.session_state["tr_job"])
     assert job is not None and job.cfg.dataset == "digits" and job.cfg.lr_final == pytest.approx(1e-4)
+    assert (job.cfg.ema, job.cfg.shift) == (recipe_settings("m2", 100)["ema"], 0)  # 8×8 digits: no shift
 
     def epochs_done() -> int:
         """Rerun the page and read the 'Epochs done' metric."""
@@ -233,6 +234,32 @@ def test_train_page_fills_in_each_models_recipe(monkeypatch, tmp_path):
     assert job.cfg.lr != job.cfg.m1_lr
     job.stop()
     job.join(60)
+
+
+def test_train_page_starts_m2_with_its_recipe_s_average_and_shift_on_mnist_only(monkeypatch, tmp_path, mnist_root):
+    """M2's recipe keeps a moving average and, on MNIST, moves its labelled images; the page says so and starts it
+    the way train --recipe does."""
+    monkeypatch.setenv("SSVAE_DATA_DIR", str(mnist_root))
+    started = []
+
+    def fake_start(cfg, data_root, run_dir, data=None, m1_run=None, resume=False):
+        started.append(cfg)
+        raise jobs.JobLimitError("not started in this test")
+
+    monkeypatch.setattr(jobs, "start_job", fake_start)
+    at = app(monkeypatch, tmp_path / "ck")
+    at.switch_page("pages/train.py").run()
+    at.segmented_control(key="tr_model").set_value("m2").run()
+    assert any("pixels" in c.value for c in at.caption)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    r = recipe_settings("m2", 100)
+    assert (started[-1].ema, started[-1].shift, started[-1].epochs) == (r["ema"], r["shift"], r["epochs"])
+    assert r["shift"] > 0 and r["ema"] > 0
+    at.selectbox(key="tr_dataset").set_value("digits").run()
+    assert not any("pixels" in c.value for c in at.caption)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert len(started) == 2 and started[-1].shift == 0 == recipe_settings("m2", 100, dataset="digits")["shift"]
+    assert_clean(at, "train")
 
 
 def test_train_page_starts_m1m2_from_the_shipped_clusters_when_asked(monkeypatch, tmp_path, mnist_root):

@@ -107,8 +107,8 @@ def test_train_recipe_and_reproduce_give_the_same_settings(model, labels, train_
     assert cli.main(["train", "--model", model, "--labels", str(labels), "--recipe", "--out", "/nonexistent"]) == 0
     r = recipe_settings(model, labels)
     for cfg in (seen["cfg"], from_reproduce):
-        assert (cfg.epochs, cfg.lr, cfg.lr_final, cfg.kl_warmup, cfg.model.hidden) == (
-            r["epochs"], r["lr"], r["lr_final"], r["kl_warmup"], r["hidden"])
+        assert (cfg.epochs, cfg.lr, cfg.lr_final, cfg.kl_warmup, cfg.model.hidden, cfg.ema, cfg.alpha, cfg.shift) == (
+            r["epochs"], r["lr"], r["lr_final"], r["kl_warmup"], r["hidden"], r["ema"], r["alpha"], r["shift"])
     assert (seen["cfg"].epochs, seen["cfg"].lr) != (TrainConfig().epochs, TrainConfig().lr)  # not the defaults
 
 

@@ -175,6 +175,21 @@ def test_each_model_takes_its_own_recipe_unless_a_flag_is_given():
     assert (cfg.model.hidden, cfg.epochs, cfg.lr) == ([32], 3, RECIPE["m2"]["lr"])
 
 
+def test_the_m2_recipe_moves_its_labelled_images_on_mnist_only():
+    from ssvae_core.flags import config_from_args
+    from ssvae_core.recipes import RECIPE, recipe_settings
+    from ssvae_core.reproduce import _with_recipe
+
+    assert RECIPE["m2"]["shift"] > 0 and recipe_settings("m2", 100)["shift"] == RECIPE["m2"]["shift"]
+    assert all(recipe_settings(m, 100)["shift"] == 0 for m in ("m1", "m1m2", "supervised"))
+    for dataset, shift in (("mnist", RECIPE["m2"]["shift"]), ("digits", 0)):
+        a = _reproduce_args("--dataset", dataset)
+        assert config_from_args(_with_recipe(a, "m2"), "m2", 100, 0, dataset).shift == shift
+        assert recipe_settings("m2", 100, dataset=dataset)["shift"] == shift
+    given = _reproduce_args("--dataset", "digits", "--shift", "1")  # a flag given still wins
+    assert config_from_args(_with_recipe(given, "m2"), "m2", 100, 0, "digits").shift == 1
+
+
 def test_m1m2_stage_runs_longer_from_1000_labels_unless_epochs_are_given():
     from ssvae_core.flags import config_from_args
     from ssvae_core.recipes import LONGER_STAGE, RECIPE, recipe_settings
