@@ -69,8 +69,8 @@ def unlabelled_gain() -> None:
         st.caption(f"MNIST test error (%) with the same N = {n} labelled images (label draws "
                    f"{', '.join(map(str, draws))}) in every row; bars are the means, marks the draws. *Labels only* "
                    f"trains q(y|x) on those {n} images; the other models also learn from the "
-                   f"{measured.GAIN_UNLABELLED:,} unlabelled training images. M2 keeps the better of two "
-                   "initialisations per draw, chosen on validation error; M1 + label spreading's k and α were chosen "
+                   f"{measured.GAIN_UNLABELLED:,} unlabelled training images. M2: "
+                   f"{measured.NOTES['m2']}; M1 + label spreading's k and α were chosen "
                    f"on these draws' validation error. The paper's network on the labels alone (NN) had "
                    f"{PAPER_BY_KIND['supervised'][n]:.2f}%.")
     with right:
@@ -253,7 +253,7 @@ with right:
     st.caption("MNIST test error (%) with N labelled images: ours (mean ± std over three label draws, each model "
                "chosen on validation error) above Kingma et al. (2014). M1+TSVM is M1's features with a "
                f"transductive SVM; ours spreads the labels over M1's latent means ({measured.NOTES['m1']}). "
-               f"M2 at {measured.NOTES['m2']}.")
+               f"M2: {measured.NOTES['m2']}.")
 st.subheader("Test error against N")
 left, right = st.columns([5, 2], gap="large")
 with left:
