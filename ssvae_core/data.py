@@ -169,5 +169,6 @@ def shifted(x: torch.Tensor, image_shape: tuple[int, int, int], most: int) -> to
     dy, dx = torch.randint(0, 2 * most + 1, (2, n, 1), device=x.device)
     rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # n × 1 × h × 1 rows of the padded image
     cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]
-    every = torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[every[0], every[1], rows, cols].reshape(n, c * h * w)
+    image = torch.arange(n, device=x.device)[:, None, None, None]
+    channel = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[image, channel, rows, cols].reshape(n, c * h * w)

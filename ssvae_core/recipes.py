@@ -21,8 +21,8 @@ RECIPE = {  # per-model settings of the results table (docs/experiments.md says 
     # the shared M1 of M1+M2, M1_EPOCHS epochs, its KL weight rising from 0 to 1 over the first 60; M1 alone
     # (`train --recipe`, the Train page) classifies its latent means by label spreading, the results table's M1 row
     "m1": {"epochs": 150, "lr": 1e-3, "lr_final": 1e-4, "hidden": [500], "kl_warmup": 60.0, "classifier": "spreading"},
-    # M2: a moving average of its weights (decay 0.999 per step, evaluated and kept) and its labelled images moved by
-    # up to 2 pixels each way every step (augmentation, not in the paper): one run in minutes, not a gamble
+    # M2: a moving average of its weights (ema: decay per step, evaluated and kept) and its labelled images moved by
+    # up to `shift` pixels each way every step (augmentation, not in the paper): one run in minutes, not a gamble
     "m2": {"epochs": 15, "lr": 3e-3, "lr_final": 3e-4, "hidden": [500, 500], "kl_warmup": 0.0, "ema": 0.999,
            "shift": 2},
     "m1m2": {"epochs": 150, "lr": 3e-3, "lr_final": 3e-4, "hidden": [500], "kl_warmup": 0.0},
